@@ -1,0 +1,437 @@
+//! Configuration: environment variables first, then an optional TOML file.
+//!
+//! Every setting has an environment variable `CRAFTING_<NAME>` and a TOML key
+//! `<name>` (lowercase, without the prefix) in the file named by `CRAFTING_CONFIG`.
+//! A value given in the environment wins over the file. Any bad value stops start-up
+//! with one message that names the variable or key and what is wrong with it.
+//!
+//! [`Config::from_lookup`] is pure (a lookup function and the file's text in, a
+//! config or an error out); [`Config::from_env`] is the thin I/O wrapper.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+/// Default networks allowed to connect at all.
+pub const DEFAULT_LAN_CIDRS: &str =
+    "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,::1/128";
+
+/// Every setting's TOML key; its environment variable is `CRAFTING_` + the key in capitals.
+const KEYS: &[&str] = &[
+    "data_dir",
+    "workspace_dir",
+    "registry",
+    "registry_branch",
+    "registry_token",
+    "registry_poll_secs",
+    "bind",
+    "lan_cidrs",
+    "workers",
+    "log_cap_bytes",
+    "smtp_host",
+    "smtp_port",
+    "smtp_user",
+    "smtp_pass",
+    "smtp_from",
+    "smtp_tls",
+    "webhook_secret",
+    "clawdforge_url",
+    "clawdforge_token",
+    "gitea_url",
+    "gitea_token",
+    "patcher_max_attempts",
+    "patcher_branch_prefix",
+];
+
+/// Where the registry comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrySource {
+    /// A directory of manifests, watched for changes.
+    Dir(PathBuf),
+    /// A git repository, mirrored and polled.
+    Git(String),
+}
+
+impl RegistrySource {
+    /// Reads `CRAFTING_REGISTRY`: URLs (`scheme://`, `user@host:path`) and paths ending
+    /// in `.git` are git repositories; anything else is a directory.
+    pub fn parse(value: &str) -> RegistrySource {
+        let scp_like = value
+            .split_once(':')
+            .is_some_and(|(host, _)| host.contains('@') && !host.contains('/'));
+        if value.contains("://") || scp_like || value.trim_end_matches('/').ends_with(".git") {
+            RegistrySource::Git(value.to_owned())
+        } else {
+            RegistrySource::Dir(PathBuf::from(value))
+        }
+    }
+}
+
+/// How SMTP connections are secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain text (a relay on the LAN).
+    None,
+    /// STARTTLS upgrade (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// Digest delivery; present only when `CRAFTING_SMTP_HOST` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// Relay host.
+    pub host: String,
+    /// Relay port.
+    pub port: u16,
+    /// Login, if the relay wants one.
+    pub user: Option<String>,
+    /// Password for `user`.
+    pub pass: Option<String>,
+    /// `From:` address.
+    pub from: String,
+    /// Transport security.
+    pub tls: SmtpTls,
+}
+
+/// Settings of the automatic patch loop; present only when all four URLs/tokens are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatcherConfig {
+    /// Base URL of the clawdforge LLM gateway.
+    pub clawdforge_url: String,
+    /// Its bearer.
+    pub clawdforge_token: String,
+    /// Base URL of the Gitea server.
+    pub gitea_url: String,
+    /// Gitea API token.
+    pub gitea_token: String,
+    /// Attempts per finding before giving up.
+    pub max_attempts: u32,
+    /// Prefix of the branches patches are pushed to.
+    pub branch_prefix: String,
+}
+
+/// The whole configuration of one farm process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Ledger, admin bearer file, job logs.
+    pub data_dir: PathBuf,
+    /// Bare mirrors and per-job worktrees.
+    pub workspace_dir: PathBuf,
+    /// Where manifests come from.
+    pub registry: RegistrySource,
+    /// Branch of a git registry.
+    pub registry_branch: String,
+    /// Token for an `http(s)://` git registry.
+    pub registry_token: Option<String>,
+    /// Seconds between polls of a git registry.
+    pub registry_poll_secs: u64,
+    /// API listen address.
+    pub bind: SocketAddr,
+    /// Networks allowed to connect at all.
+    pub lan_cidrs: Vec<IpNet>,
+    /// Jobs that run at once.
+    pub workers: usize,
+    /// Largest job log kept, in bytes; the rest is cut with a marker line.
+    pub log_cap_bytes: u64,
+    /// Digest delivery, when configured.
+    pub smtp: Option<SmtpConfig>,
+    /// HMAC secret of `/hooks/registry`, when configured.
+    pub webhook_secret: Option<String>,
+    /// The patch loop, when configured.
+    pub patcher: Option<PatcherConfig>,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// A configuration problem, naming the variable or key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where a raw value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Origin {
+    Env(String),
+    File { path: String, key: String },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Env(var) => write!(f, "{var}"),
+            Origin::File { path, key } => write!(f, "{path}: key `{key}`"),
+        }
+    }
+}
+
+struct Raw {
+    value: String,
+    origin: Origin,
+}
+
+struct Sources<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    file: Option<(String, toml::Table)>,
+}
+
+impl Sources<'_> {
+    fn get(&self, key: &str) -> Result<Option<Raw>, ConfigError> {
+        let var = format!("CRAFTING_{}", key.to_uppercase());
+        if let Some(v) = (self.env)(&var) {
+            return Ok(Some(Raw {
+                value: v,
+                origin: Origin::Env(var),
+            }));
+        }
+        let Some((path, table)) = &self.file else {
+            return Ok(None);
+        };
+        let Some(v) = table.get(key) else {
+            return Ok(None);
+        };
+        let origin = Origin::File {
+            path: path.clone(),
+            key: key.to_owned(),
+        };
+        let value = match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => {
+                let mut parts = Vec::new();
+                for item in items {
+                    match item {
+                        toml::Value::String(s) => parts.push(s.clone()),
+                        _ => {
+                            return Err(ConfigError(format!(
+                                "{origin}: expected a list of strings"
+                            )));
+                        }
+                    }
+                }
+                parts.join(",")
+            }
+            other => {
+                return Err(ConfigError(format!(
+                    "{origin}: expected a string, number or list, found a {}",
+                    other.type_str()
+                )));
+            }
+        };
+        Ok(Some(Raw { value, origin }))
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self.get(key)?.map(|r| r.value).filter(|v| !v.is_empty()))
+    }
+
+    fn parsed<T>(
+        &self,
+        key: &str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.get(key)? {
+            None => Ok(default),
+            Some(raw) => parse(raw.value.trim())
+                .map_err(|why| ConfigError(format!("{}: `{}` {why}", raw.origin, raw.value))),
+        }
+    }
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(s: &str) -> Result<T, String> {
+    match s.parse::<T>() {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err("is not a positive whole number".to_owned()),
+    }
+}
+
+fn parse_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let net = part
+            .parse::<IpNet>()
+            .or_else(|_| part.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| format!("has `{part}`, which is not a CIDR network (e.g. 10.0.0.0/8)"))?;
+        out.push(net);
+    }
+    if out.is_empty() {
+        return Err("lists no network: nothing could connect".to_owned());
+    }
+    Ok(out)
+}
+
+fn parse_tls(s: &str) -> Result<SmtpTls, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" | "none" => Ok(SmtpTls::None),
+        "1" | "true" | "yes" | "on" | "starttls" => Ok(SmtpTls::StartTls),
+        "tls" | "smtps" | "implicit" => Ok(SmtpTls::Tls),
+        _ => Err("is not one of: 0, 1, none, starttls, tls".to_owned()),
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment and, when
+    /// `CRAFTING_CONFIG` names one, the TOML file.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok();
+        let file = match env("CRAFTING_CONFIG").filter(|p| !p.is_empty()) {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError(format!("CRAFTING_CONFIG: cannot read `{path}`: {e}"))
+                })?;
+                Some((path, text))
+            }
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Config::from_lookup(&env, file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())), cpus)
+    }
+
+    /// Builds the configuration from a variable lookup and the config file's path and
+    /// text. `cpus` is the default worker count.
+    pub fn from_lookup(
+        env: &dyn Fn(&str) -> Option<String>,
+        file: Option<(&str, &str)>,
+        cpus: usize,
+    ) -> Result<Config, ConfigError> {
+        let file = match file {
+            None => None,
+            Some((path, text)) => {
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                    let msg = e.message().trim_end_matches('.').to_owned();
+                    let at = e
+                        .span()
+                        .map(|span| {
+                            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                            format!(":{line}")
+                        })
+                        .unwrap_or_default();
+                    ConfigError(format!("{path}{at}: not valid TOML: {msg}"))
+                })?;
+                if let Some(bad) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
+                    return Err(ConfigError(format!(
+                        "{path}: unknown key `{bad}`; known keys: {}",
+                        KEYS.join(", ")
+                    )));
+                }
+                Some((path.to_owned(), table))
+            }
+        };
+        let src = Sources { env, file };
+
+        let data_dir = PathBuf::from(src.string("data_dir")?.unwrap_or_else(|| "./data".into()));
+        let workspace_dir = src
+            .string("workspace_dir")?
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("workspace"));
+        let registry = RegistrySource::parse(
+            &src.string("registry")?.unwrap_or_else(|| "./registry".into()),
+        );
+        let registry_branch = src.string("registry_branch")?.unwrap_or_else(|| "main".into());
+        let registry_token = src.string("registry_token")?;
+        let registry_poll_secs = src.parsed("registry_poll_secs", 60u64, positive)?;
+        let bind = src.parsed("bind", SocketAddr::from(([127, 0, 0, 1], 8810)), |s| {
+            s.parse::<SocketAddr>()
+                .map_err(|_| "is not an address with a port (e.g. 127.0.0.1:8810 or [::1]:8810)".into())
+        })?;
+        let lan_cidrs = src.parsed("lan_cidrs", parse_cidrs(DEFAULT_LAN_CIDRS).unwrap_or_default(), parse_cidrs)?;
+        let workers = src.parsed("workers", cpus.max(1), |s| {
+            let n: usize = positive(s)?;
+            if n > 1024 {
+                return Err("is more than 1024 workers".to_owned());
+            }
+            Ok(n)
+        })?;
+        let log_cap_bytes = src.parsed("log_cap_bytes", 64 * 1024 * 1024, positive)?;
+
+        let smtp_tls = src.parsed("smtp_tls", SmtpTls::None, parse_tls)?;
+        let smtp_port = src.parsed(
+            "smtp_port",
+            match smtp_tls {
+                SmtpTls::None => 25,
+                SmtpTls::StartTls => 587,
+                SmtpTls::Tls => 465,
+            },
+            |s| positive::<u16>(s).map_err(|_| "is not a port number (1 to 65535)".into()),
+        )?;
+        let smtp = match src.string("smtp_host")? {
+            None => None,
+            Some(host) => {
+                let from = src.string("smtp_from")?.ok_or_else(|| {
+                    ConfigError(
+                        "CRAFTING_SMTP_FROM: not set, but CRAFTING_SMTP_HOST is: the digest needs a From address"
+                            .into(),
+                    )
+                })?;
+                Some(SmtpConfig {
+                    host,
+                    port: smtp_port,
+                    user: src.string("smtp_user")?,
+                    pass: src.string("smtp_pass")?,
+                    from,
+                    tls: smtp_tls,
+                })
+            }
+        };
+
+        let webhook_secret = src.string("webhook_secret")?;
+        let max_attempts = src.parsed("patcher_max_attempts", 3u32, positive)?;
+        let branch_prefix = src
+            .string("patcher_branch_prefix")?
+            .unwrap_or_else(|| "crafting-table/auto/".into());
+        let patcher = match (
+            src.string("clawdforge_url")?,
+            src.string("clawdforge_token")?,
+            src.string("gitea_url")?,
+            src.string("gitea_token")?,
+        ) {
+            (Some(clawdforge_url), Some(clawdforge_token), Some(gitea_url), Some(gitea_token)) => {
+                Some(PatcherConfig {
+                    clawdforge_url,
+                    clawdforge_token,
+                    gitea_url,
+                    gitea_token,
+                    max_attempts,
+                    branch_prefix,
+                })
+            }
+            _ => None,
+        };
+
+        Ok(Config {
+            data_dir,
+            workspace_dir,
+            registry,
+            registry_branch,
+            registry_token,
+            registry_poll_secs,
+            bind,
+            lan_cidrs,
+            workers,
+            log_cap_bytes,
+            smtp,
+            webhook_secret,
+            patcher,
+            config_file: src.file.as_ref().map(|(p, _)| PathBuf::from(p)),
+        })
+    }
+
+    /// Path of the SQLite ledger.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.data_dir.join("ledger.sqlite3")
+    }
+
+    /// Path of the file the first admin bearer is written to.
+    pub fn admin_bearer_path(&self) -> PathBuf {
+        self.data_dir.join("admin-bearer.txt")
+    }
+
+    /// Directory of job logs.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+}

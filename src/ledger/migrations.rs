@@ -1,0 +1,183 @@
+//! The ledger's schema, as numbered migrations.
+//!
+//! Migration `n` (1-based) moves a ledger from `PRAGMA user_version = n - 1` to `n`.
+//! Each runs in its own transaction together with the version bump, so a crash
+//! leaves the ledger at a whole version. Never edit a migration that has shipped:
+//! add the next one.
+//!
+//! Times are INTEGER milliseconds since the Unix epoch (UTC).
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[&str] = &[V1];
+
+const V1: &str = r#"
+CREATE TABLE tokens (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    -- SHA-256 of the bearer, hex; the bearer itself is never stored.
+    token_hash  TEXT NOT NULL UNIQUE,
+    is_admin    INTEGER NOT NULL DEFAULT 0 CHECK (is_admin IN (0, 1)),
+    ip_cidrs    TEXT NOT NULL DEFAULT '[]',     -- JSON array of CIDR strings
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+
+CREATE TABLE recipes (
+    name              TEXT PRIMARY KEY,
+    spec_json         TEXT NOT NULL,
+    manifest_file     TEXT NOT NULL,
+    manifest_revision TEXT NOT NULL,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    retired_at        INTEGER
+);
+
+CREATE TABLE projects (
+    name              TEXT PRIMARY KEY,
+    source            TEXT NOT NULL CHECK (source IN ('registry', 'api')),
+    spec_json         TEXT NOT NULL,
+    -- The token that registered it (source = api).
+    owner_token       TEXT,
+    -- Where it came from (source = registry).
+    manifest_file     TEXT,
+    manifest_revision TEXT,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    retired_at        INTEGER,
+    CHECK (source = 'api' OR (manifest_file IS NOT NULL AND manifest_revision IS NOT NULL))
+);
+
+CREATE TABLE schedules (
+    name              TEXT PRIMARY KEY,
+    spec_json         TEXT NOT NULL,
+    manifest_file     TEXT NOT NULL,
+    manifest_revision TEXT NOT NULL,
+    -- Next fire computed from cron + timezone, persisted so restarts agree.
+    next_fire_at      INTEGER,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    retired_at        INTEGER
+);
+
+CREATE TABLE schedule_fires (
+    id             INTEGER PRIMARY KEY,
+    schedule_name  TEXT NOT NULL REFERENCES schedules(name) ON DELETE CASCADE,
+    fire_time      INTEGER NOT NULL,
+    fired_at       INTEGER NOT NULL,
+    jobs_enqueued  INTEGER NOT NULL DEFAULT 0,
+    note           TEXT,
+    UNIQUE (schedule_name, fire_time)
+);
+
+CREATE TABLE notify_rules (
+    name              TEXT PRIMARY KEY,
+    spec_json         TEXT NOT NULL,
+    manifest_file     TEXT NOT NULL,
+    manifest_revision TEXT NOT NULL,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    retired_at        INTEGER
+);
+
+-- One row: the state of the registry as last seen.
+CREATE TABLE registry_status (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    source           TEXT NOT NULL,
+    revision         TEXT,
+    last_attempt_at  INTEGER,
+    last_success_at  INTEGER,
+    duration_ms      INTEGER,
+    last_error       TEXT,
+    counts_json      TEXT NOT NULL DEFAULT '{}'
+);
+
+-- One row per manifest object (or per unreadable file, with kind/name '').
+CREATE TABLE manifest_status (
+    file              TEXT NOT NULL,
+    kind              TEXT NOT NULL,
+    name              TEXT NOT NULL,
+    revision_applied  TEXT,
+    last_error        TEXT,
+    error_line        INTEGER,
+    error_col         INTEGER,
+    updated_at        INTEGER NOT NULL,
+    PRIMARY KEY (file, kind, name)
+);
+
+CREATE TABLE jobs (
+    id                    TEXT PRIMARY KEY,
+    project_name          TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+    subproject            TEXT NOT NULL,
+    recipe                TEXT NOT NULL,
+    trigger               TEXT NOT NULL CHECK (trigger IN ('api', 'schedule', 'patch_verify')),
+    schedule_name         TEXT,
+    git_ref               TEXT NOT NULL,
+    sha                   TEXT,
+    status                TEXT NOT NULL CHECK (status IN
+                            ('queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'error')),
+    exit_code             INTEGER,
+    error                 TEXT,
+    recipe_snapshot_json  TEXT NOT NULL,
+    log_path              TEXT,
+    -- Process group of the running command and the leader's start time (from
+    -- /proc/<pid>/stat), so a restart never kills a reused pid.
+    pgid                  INTEGER,
+    pgid_start_time       INTEGER,
+    worktree_path         TEXT,
+    findings_count        INTEGER NOT NULL DEFAULT 0,
+    fixed_json            TEXT NOT NULL DEFAULT '[]',
+    created_at            INTEGER NOT NULL,
+    started_at            INTEGER,
+    finished_at           INTEGER
+);
+CREATE INDEX jobs_by_status ON jobs (status, created_at);
+CREATE INDEX jobs_by_project ON jobs (project_name, created_at);
+CREATE INDEX jobs_by_run_key ON jobs (project_name, subproject, recipe, finished_at);
+
+CREATE TABLE findings (
+    id              INTEGER PRIMARY KEY,
+    job_id          TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    kind            TEXT NOT NULL,
+    severity        TEXT NOT NULL,
+    file            TEXT,
+    line            INTEGER,
+    col             INTEGER,
+    code            TEXT,
+    message         TEXT NOT NULL,
+    suggested_fix   TEXT,
+    fingerprint     TEXT NOT NULL,
+    location_hash   TEXT,
+    baseline_state  TEXT CHECK (baseline_state IN ('new', 'unchanged')),
+    raw_json        TEXT,
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX findings_by_job ON findings (job_id);
+CREATE INDEX findings_by_fingerprint ON findings (fingerprint);
+
+CREATE TABLE patch_attempts (
+    id              INTEGER PRIMARY KEY,
+    finding_id      INTEGER NOT NULL REFERENCES findings(id) ON DELETE CASCADE,
+    job_id          TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    attempt_number  INTEGER NOT NULL CHECK (attempt_number >= 1),
+    status          TEXT NOT NULL,
+    branch          TEXT,
+    pr_url          TEXT,
+    diff            TEXT,
+    explanation     TEXT,
+    confidence      REAL,
+    error           TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    UNIQUE (finding_id, attempt_number)
+);
+
+CREATE TABLE digest_runs (
+    id            INTEGER PRIMARY KEY,
+    date          TEXT NOT NULL,          -- YYYY-MM-DD in the digest's time zone
+    project_name  TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    recipients    TEXT NOT NULL DEFAULT '[]',
+    created_at    INTEGER NOT NULL,
+    UNIQUE (date, project_name)
+);
+"#;

@@ -1,0 +1,260 @@
+//! The ledger: the farm's SQLite file, and the only module that speaks SQL.
+//!
+//! Opening a ledger creates the file if needed, refuses one written by a newer
+//! binary without touching it, turns on WAL (`synchronous=NORMAL`), foreign keys and
+//! a busy timeout, then applies the missing [`migrations`] in order.
+
+pub mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+/// How long a statement waits for a lock held by another connection.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema version this binary writes.
+pub fn latest_version() -> u32 {
+    migrations::MIGRATIONS.len() as u32
+}
+
+/// What can go wrong with the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The file was written by a newer crafting-table.
+    #[error(
+        "ledger {path} has schema version {found}, newer than this binary's {supported}: upgrade crafting-table (the file was not modified)"
+    )]
+    TooNew {
+        /// The ledger file.
+        path: PathBuf,
+        /// Its `user_version`.
+        found: u32,
+        /// What this binary knows.
+        supported: u32,
+    },
+    /// The directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// SQLite said no.
+    #[error("ledger {path}: {source}")]
+    Sqlite {
+        /// The ledger file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+}
+
+/// An open ledger.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("path", &self.path).finish()
+    }
+}
+
+impl Ledger {
+    /// Opens (creating if needed) and migrates the ledger at `path`.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let sql = |source| LedgerError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        // Check the version before anything that writes (journal_mode=WAL does).
+        let found: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        if found > latest_version() {
+            return Err(LedgerError::TooNew {
+                path: path.to_owned(),
+                found,
+                supported: latest_version(),
+            });
+        }
+        let mut ledger = Ledger {
+            conn,
+            path: path.to_owned(),
+        };
+        ledger.configure().map_err(sql)?;
+        ledger.migrate(found).map_err(sql)?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger for reading only (for `plan` beside a running farm).
+    pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
+        let sql = |source| LedgerError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        let found: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        if found > latest_version() {
+            return Err(LedgerError::TooNew {
+                path: path.to_owned(),
+                found,
+                supported: latest_version(),
+            });
+        }
+        Ok(Ledger {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn configure(&self) -> rusqlite::Result<()> {
+        let mode: String = self
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %self.path.display(), mode, "SQLite refused WAL mode");
+        }
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    }
+
+    fn migrate(&mut self, from: u32) -> rusqlite::Result<()> {
+        for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(from as usize) {
+            let version = i as u32 + 1;
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Another process may have migrated while this one waited for the lock.
+            let now: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now >= version {
+                continue;
+            }
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+            tracing::info!(path = %self.path.display(), version, "ledger migrated");
+        }
+        Ok(())
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<u32, LedgerError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The journal mode in force (`wal` once opened read-write).
+    pub fn journal_mode(&self) -> Result<String, LedgerError> {
+        self.conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Runs `PRAGMA integrity_check`; `Ok(())` when SQLite answers `ok`.
+    pub fn integrity_check(&self) -> Result<Result<(), String>, LedgerError> {
+        let answer: String = self
+            .conn
+            .pragma_query_value(None, "integrity_check", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(if answer == "ok" { Ok(()) } else { Err(answer) })
+    }
+
+    /// Records that `schedule` fired for `fire_time` (ms). Returns `false`, changing
+    /// nothing, when that fire was already recorded: the key that keeps restarts and
+    /// overlapping ticks from running a fire twice.
+    pub fn record_schedule_fire(
+        &self,
+        schedule: &str,
+        fire_time_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO schedule_fires (schedule_name, fire_time, fired_at)
+                 VALUES (?1, ?2, ?3)
+                 ON CONFLICT (schedule_name, fire_time) DO NOTHING",
+                params![schedule, fire_time_ms, now_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Claims the digest of `project` for `date` (`YYYY-MM-DD`). Returns `false` when
+    /// it was already claimed, so a re-fired digest loop sends only once.
+    pub fn claim_digest_run(
+        &self,
+        date: &str,
+        project: &str,
+        status: &str,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO digest_runs (date, project_name, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (date, project_name) DO NOTHING",
+                params![date, project, status, now_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    /// The names of the tables in the ledger (for diagnostics and tests).
+    pub fn table_names(&self) -> Result<Vec<String>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// When `schedule` last fired, if ever (ms).
+    pub fn last_schedule_fire(&self, schedule: &str) -> Result<Option<i64>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT MAX(fire_time) FROM schedule_fires WHERE schedule_name = ?1",
+                params![schedule],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,7 @@
+//! crafting-table: a self-hosted build, test and audit farm driven by a git
+//! registry of YAML manifests. See `ARCHITECTURE.md` for the map.
+
+pub mod config;
+pub mod ledger;
+pub mod manifest;
+pub mod registry;
