@@ -14,8 +14,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 /// Default networks allowed to connect at all.
-pub const DEFAULT_LAN_CIDRS: &str =
-    "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,::1/128";
+pub const DEFAULT_LAN_CIDRS: &str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,::1/128";
 
 /// Every setting's TOML key; its environment variable is `CRAFTING_` + the key in capitals.
 const KEYS: &[&str] = &[
@@ -216,7 +215,7 @@ impl Sources<'_> {
             }
             other => {
                 return Err(ConfigError(format!(
-                    "{origin}: expected a string, number or list, found a {}",
+                    "{origin}: expected a string, whole number or list, found a {}",
                     other.type_str()
                 )));
             }
@@ -288,7 +287,11 @@ impl Config {
             }
         };
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        Config::from_lookup(&env, file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())), cpus)
+        Config::from_lookup(
+            &env,
+            file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+            cpus,
+        )
     }
 
     /// Builds the configuration from a variable lookup and the config file's path and
@@ -329,16 +332,24 @@ impl Config {
             .map(PathBuf::from)
             .unwrap_or_else(|| data_dir.join("workspace"));
         let registry = RegistrySource::parse(
-            &src.string("registry")?.unwrap_or_else(|| "./registry".into()),
+            &src.string("registry")?
+                .unwrap_or_else(|| "./registry".into()),
         );
-        let registry_branch = src.string("registry_branch")?.unwrap_or_else(|| "main".into());
+        let registry_branch = src
+            .string("registry_branch")?
+            .unwrap_or_else(|| "main".into());
         let registry_token = src.string("registry_token")?;
         let registry_poll_secs = src.parsed("registry_poll_secs", 60u64, positive)?;
         let bind = src.parsed("bind", SocketAddr::from(([127, 0, 0, 1], 8810)), |s| {
-            s.parse::<SocketAddr>()
-                .map_err(|_| "is not an address with a port (e.g. 127.0.0.1:8810 or [::1]:8810)".into())
+            s.parse::<SocketAddr>().map_err(|_| {
+                "is not an address with a port (e.g. 127.0.0.1:8810 or [::1]:8810)".into()
+            })
         })?;
-        let lan_cidrs = src.parsed("lan_cidrs", parse_cidrs(DEFAULT_LAN_CIDRS).unwrap_or_default(), parse_cidrs)?;
+        let lan_cidrs = src.parsed(
+            "lan_cidrs",
+            parse_cidrs(DEFAULT_LAN_CIDRS).unwrap_or_default(),
+            parse_cidrs,
+        )?;
         let workers = src.parsed("workers", cpus.max(1), |s| {
             let n: usize = positive(s)?;
             if n > 1024 {

@@ -64,18 +64,23 @@ fn validate(dir: Option<PathBuf>) -> ExitCode {
     let contents = match registry::dir::read(&dir) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("crafting-table: cannot read registry directory {}: {e}", dir.display());
+            eprintln!(
+                "crafting-table: cannot read registry directory {}: {e}",
+                dir.display()
+            );
             return ExitCode::from(1);
         }
     };
+    let files = contents.files.len() + contents.diagnostics.len();
     let mut loaded = manifest::load(&contents.files);
     loaded.diagnostics.extend(contents.diagnostics);
-    loaded.diagnostics.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    loaded
+        .diagnostics
+        .sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     for d in &loaded.diagnostics {
         println!("{d}");
     }
     let errors = loaded.error_count();
-    let files = contents.files.len();
     if errors == 0 {
         let counts: Vec<String> = Kind::ALL
             .iter()
@@ -84,10 +89,15 @@ fn validate(dir: Option<PathBuf>) -> ExitCode {
             .map(|(k, n)| format!("{n} {k}"))
             .collect();
         println!(
-            "{}: valid, {} objects in {files} files ({})",
+            "{}: valid, {} objects in {files} file{} ({})",
             dir.display(),
             loaded.objects.len(),
-            if counts.is_empty() { "none".to_owned() } else { counts.join(", ") }
+            if files == 1 { "" } else { "s" },
+            if counts.is_empty() {
+                "none".to_owned()
+            } else {
+                counts.join(", ")
+            }
         );
         ExitCode::SUCCESS
     } else {

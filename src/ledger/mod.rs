@@ -140,9 +140,15 @@ impl Ledger {
     }
 
     fn migrate(&mut self, from: u32) -> rusqlite::Result<()> {
-        for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(from as usize) {
+        for (i, sql) in migrations::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(from as usize)
+        {
             let version = i as u32 + 1;
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Another process may have migrated while this one waited for the lock.
             let now: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if now >= version {

@@ -91,7 +91,9 @@ pub fn is_valid_email(addr: &str) -> bool {
         return false;
     };
     !local.is_empty()
-        && !local.chars().any(|c| c.is_whitespace() || "@<>(),;:\"[]\\".contains(c))
+        && !local
+            .chars()
+            .any(|c| c.is_whitespace() || "@<>(),;:\"[]\\".contains(c))
         && !domain.is_empty()
         && domain.split('.').all(|label| {
             !label.is_empty()
@@ -150,13 +152,18 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
         .year(Year::Disallowed)
         .build()
         .parse(trimmed)
-        .map_err(|e| format!("cron `{expr}` is not valid: {e}"))
+        .map_err(|e| {
+            let why = e.to_string();
+            format!("cron `{expr}` is not valid: {}", why.trim_end_matches('.'))
+        })
 }
 
 /// Parses an IANA time zone name.
 pub fn parse_timezone(tz: &str) -> Result<chrono_tz::Tz, String> {
     chrono_tz::Tz::from_str(tz).map_err(|_| {
-        format!("time zone `{tz}` is not an IANA time zone name (e.g. `America/Los_Angeles`, `UTC`)")
+        format!(
+            "time zone `{tz}` is not an IANA time zone name (e.g. `America/Los_Angeles`, `UTC`)"
+        )
     })
 }
 
@@ -199,7 +206,10 @@ pub(super) fn check_all(cands: &[Candidate<'_>], out: &mut Vec<Diagnostic>) -> V
                 .iter()
                 .filter(|&&j| j != i)
                 .map(|&j| {
-                    let p = cands[j].tree.locate(&[Seg::Key("metadata"), Seg::Key("name")]).pos;
+                    let p = cands[j]
+                        .tree
+                        .locate(&[Seg::Key("metadata"), Seg::Key("name")])
+                        .pos;
                     format!("{}:{}:{}", cands[j].file, p.line, p.col)
                 })
                 .collect();
@@ -329,7 +339,10 @@ fn check_command_set<'p>(set: &CommandSet<'p>, base: &[Seg<'p>], sink: &mut Sink
         if let Some(cmd) = value
             && cmd.trim().is_empty()
         {
-            sink.error(&with(&[Seg::Key(field)]), format!("command `{field}` is empty"));
+            sink.error(
+                &with(&[Seg::Key(field)]),
+                format!("command `{field}` is empty"),
+            );
         }
     }
     for (name, cmd) in set.commands {
@@ -342,7 +355,9 @@ fn check_command_set<'p>(set: &CommandSet<'p>, base: &[Seg<'p>], sink: &mut Sink
         if matches!(name.as_str(), "build" | "test" | "lint" | "audit") {
             sink.error(
                 &key_path,
-                format!("command `{name}` belongs in its own field `{name}:`, not under `commands`"),
+                format!(
+                    "command `{name}` belongs in its own field `{name}:`, not under `commands`"
+                ),
             );
         } else if !is_valid_command_name(name) {
             sink.error(
@@ -451,7 +466,11 @@ fn check_project(p: &ProjectSpec, recipes: &BTreeMap<&str, &RecipeSpec>, sink: &
     if let Some(n) = &p.notify
         && let Some(e) = &n.email
     {
-        check_emails(e, &[Seg::Key("spec"), Seg::Key("notify"), Seg::Key("email")], sink);
+        check_emails(
+            e,
+            &[Seg::Key("spec"), Seg::Key("notify"), Seg::Key("email")],
+            sink,
+        );
     }
     if let Some(s) = &p.suspend {
         check_suspend(s, sink);
@@ -479,7 +498,10 @@ fn check_recipe(
     check_command_set(&CommandSet::from(r), &[Seg::Key("spec")], sink);
     let Some(parent) = &r.extends else { return };
     if !recipes.contains_key(parent.as_str()) {
-        sink.error(&[Seg::Key("spec"), Seg::Key("extends")], unknown_recipe(parent, recipes));
+        sink.error(
+            &[Seg::Key("spec"), Seg::Key("extends")],
+            unknown_recipe(parent, recipes),
+        );
         return;
     }
     // Follow the chain; a cycle through this recipe is an error here.
@@ -527,7 +549,10 @@ fn check_schedule(s: &ScheduleSpec, projects: &BTreeSet<&str>, sink: &mut Sink<'
         }
         for (i, path) in paths.iter().enumerate() {
             if let Err(msg) = normalize_subproject_path(path) {
-                sink.error(&[Seg::Key("spec"), Seg::Key("subprojects"), Seg::Index(i)], msg);
+                sink.error(
+                    &[Seg::Key("spec"), Seg::Key("subprojects"), Seg::Index(i)],
+                    msg,
+                );
             }
         }
     }
@@ -606,11 +631,17 @@ fn check_digest(d: &DigestTime, sink: &mut Sink<'_, '_>) {
     if parse_hhmm(&d.time).is_none() {
         sink.error(
             &[Seg::Key("spec"), Seg::Key("digest"), Seg::Key("time")],
-            format!("digest.time `{}` is not a time of day: use HH:MM, 24-hour clock", d.time),
+            format!(
+                "digest.time `{}` is not a time of day: use HH:MM, 24-hour clock",
+                d.time
+            ),
         );
     }
     if let Err(msg) = parse_timezone(&d.timezone) {
-        sink.error(&[Seg::Key("spec"), Seg::Key("digest"), Seg::Key("timezone")], msg);
+        sink.error(
+            &[Seg::Key("spec"), Seg::Key("digest"), Seg::Key("timezone")],
+            msg,
+        );
     }
 }
 

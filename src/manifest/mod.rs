@@ -62,7 +62,11 @@ pub struct Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.severity {
-            Severity::Error => write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message),
+            Severity::Error => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.col, self.message
+            ),
             Severity::Warning => write!(
                 f,
                 "{}:{}:{}: warning: {}",
@@ -87,7 +91,12 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order objects are applied.
-    pub const ALL: [Kind; 4] = [Kind::Recipe, Kind::Project, Kind::Schedule, Kind::NotifyRule];
+    pub const ALL: [Kind; 4] = [
+        Kind::Recipe,
+        Kind::Project,
+        Kind::Schedule,
+        Kind::NotifyRule,
+    ];
 
     /// The `kind:` value.
     pub fn as_str(self) -> &'static str {
@@ -259,7 +268,8 @@ pub fn load(files: &[SourceFile]) -> Loaded {
                     metadata,
                     spec,
                 }),
-                Err((diag, rejected)) => {
+                Err(err) => {
+                    let (diag, rejected) = *err;
                     out.diagnostics.push(diag);
                     out.rejected.push(rejected);
                 }
@@ -302,7 +312,7 @@ pub fn load(files: &[SourceFile]) -> Loaded {
     out
 }
 
-type DocError = (Diagnostic, Rejected);
+type DocError = Box<(Diagnostic, Rejected)>;
 
 fn read_document(
     file: &str,
@@ -315,7 +325,7 @@ fn read_document(
         .and_then(Node::as_str)
         .map(str::to_owned);
     let fail = |pos: Pos, kind: Option<Kind>, message: String| -> DocError {
-        (
+        Box::new((
             Diagnostic {
                 file: file.to_owned(),
                 line: pos.line,
@@ -328,7 +338,7 @@ fn read_document(
                 kind,
                 name: name.clone(),
             },
-        )
+        ))
     };
     if !matches!(tree.value, NodeValue::Map(_)) {
         return Err(fail(
@@ -339,7 +349,10 @@ fn read_document(
         ));
     }
     if let Some((key, pos, first)) = yaml::duplicate_keys(tree).into_iter().next() {
-        let kind = tree.get("kind").and_then(Node::as_str).and_then(Kind::parse);
+        let kind = tree
+            .get("kind")
+            .and_then(Node::as_str)
+            .and_then(Kind::parse);
         return Err(fail(
             pos,
             kind,
@@ -363,7 +376,11 @@ fn read_document(
         },
     };
     let Some(de) = de else {
-        return Err(fail(tree.pos, Some(kind), "document could not be read".to_owned()));
+        return Err(fail(
+            tree.pos,
+            Some(kind),
+            "document could not be read".to_owned(),
+        ));
     };
     let typed = |e: serde_yaml::Error| {
         let pos = e

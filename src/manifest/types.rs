@@ -211,11 +211,10 @@ fn default_timezone() -> String {
 }
 
 /// A set of names: `"*"`/`all` for everything, or an explicit list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
     /// `"*"` or `all`.
-    All(AllMarker),
+    All,
     /// The listed names only.
     Names(Vec<String>),
 }
@@ -223,24 +222,41 @@ pub enum Selector {
 impl Selector {
     /// The selector that matches everything.
     pub fn all() -> Self {
-        Selector::All(AllMarker::All)
+        Selector::All
     }
 
     /// Whether `name` is selected.
     pub fn matches(&self, name: &str) -> bool {
         match self {
-            Selector::All(_) => true,
+            Selector::All => true,
             Selector::Names(names) => names.iter().any(|n| n == name || n == "*"),
         }
     }
 }
 
-/// The word that selects everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum AllMarker {
-    /// Everything.
-    #[serde(rename = "*", alias = "all")]
-    All,
+impl Serialize for Selector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Selector::All => s.serialize_str("*"),
+            Selector::Names(names) => names.serialize(s),
+        }
+    }
+}
+
+impl JsonSchema for Selector {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Selector".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`\"*\"` or `all` for everything, or a list of names.",
+            "anyOf": [
+                {"type": "string", "enum": ["*", "all"]},
+                {"type": "array", "items": {"type": "string"}}
+            ]
+        })
+    }
 }
 
 /// Overlap policy of a schedule.
@@ -306,7 +322,9 @@ pub struct ProjectNotify {
 }
 
 /// Events that notifications and the digest report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NotifyEvent {
     /// A passing audit job.
@@ -423,7 +441,7 @@ impl<'de> Deserialize<'de> for Selector {
             },
         };
         Ok(match d.deserialize_any(visitor)? {
-            Ok(_) => Selector::all(),
+            Ok(_) => Selector::All,
             Err(names) => Selector::Names(names),
         })
     }

@@ -88,8 +88,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, is_root: bool) -> std::io::Result<()
         let ft = entry.file_type()?;
         if ft.is_dir() {
             walk(&path, out, false)?;
-        } else if (ft.is_file() || (ft.is_symlink() && path.is_file())) && is_manifest_file(&path)
-        {
+        } else if (ft.is_file() || (ft.is_symlink() && path.is_file())) && is_manifest_file(&path) {
             out.push(path);
         }
     }

@@ -1,0 +1,7 @@
+//! The integration test binary: one binary for every suite keeps link time down.
+
+mod cli;
+mod config;
+mod ledger;
+mod manifest;
+mod schema;
