@@ -2,6 +2,8 @@
 //! registry of YAML manifests. See `ARCHITECTURE.md` for the map.
 
 pub mod config;
+pub mod git;
 pub mod ledger;
 pub mod manifest;
+pub mod reconciler;
 pub mod registry;

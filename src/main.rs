@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use crafting_table::config::{Config, RegistrySource};
+use crafting_table::ledger::Ledger;
 use crafting_table::manifest::{self, Kind};
-use crafting_table::registry;
+use crafting_table::reconciler;
+use crafting_table::registry::{self, Registry};
 
 /// A self-hosted build, test and audit farm driven by a git registry of YAML manifests.
 #[derive(Parser)]
@@ -26,6 +28,14 @@ enum Command {
         /// Registry directory (default: the configured registry, `./registry`).
         dir: Option<PathBuf>,
     },
+    /// Show what a reconcile would change in the ledger, without changing it.
+    ///
+    /// Exits 0 when nothing would change, 2 when something would, 1 when manifests are
+    /// invalid. Opens the ledger read-only: safe beside a running `serve`.
+    Plan {
+        /// Registry directory (default: the configured registry, directory or git).
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,17 +49,81 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { dir } => validate(dir),
+        Command::Plan { dir } => plan(dir),
+    }
+}
+
+fn load_config() -> Result<Config, ExitCode> {
+    Config::from_env().map_err(|e| {
+        eprintln!("crafting-table: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn plan(dir: Option<PathBuf>) -> ExitCode {
+    let cfg = match load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let registry = match dir {
+        Some(d) => Registry::Dir(d),
+        None => Registry::from_config(&cfg),
+    };
+    let fetched = match registry.fetch() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("crafting-table: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let loaded = reconciler::load_fetched(&fetched);
+    let ledger_path = cfg.ledger_path();
+    let snapshot = if ledger_path.exists() {
+        match Ledger::open_read_only(&ledger_path).and_then(|l| l.snapshot()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("crafting-table: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        Default::default()
+    };
+    let the_plan = reconciler::plan(&loaded, &snapshot);
+    println!(
+        "registry {} at revision {} against ledger {}{}",
+        registry.describe(),
+        fetched.revision,
+        ledger_path.display(),
+        if ledger_path.exists() {
+            ""
+        } else {
+            " (not created yet)"
+        }
+    );
+    print!("{}", the_plan.render());
+    if !loaded.is_clean() {
+        for d in &loaded.diagnostics {
+            println!("{d}");
+        }
+        println!(
+            "{} manifest error(s): fix them before applying",
+            loaded.error_count()
+        );
+        return ExitCode::from(1);
+    }
+    if the_plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
 fn validate(dir: Option<PathBuf>) -> ExitCode {
     let dir = match dir {
         Some(d) => d,
-        None => match Config::from_env() {
-            Err(e) => {
-                eprintln!("crafting-table: {e}");
-                return ExitCode::from(1);
-            }
+        None => match load_config() {
+            Err(code) => return code,
             Ok(cfg) => match cfg.registry {
                 RegistrySource::Dir(d) => d,
                 RegistrySource::Git(url) => {

@@ -5,6 +5,9 @@
 //! a busy timeout, then applies the missing [`migrations`] in order.
 
 pub mod migrations;
+mod objects;
+
+pub use objects::*;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

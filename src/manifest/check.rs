@@ -188,9 +188,10 @@ fn check_git_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs every semantic check; returns, per candidate, whether it passed.
-pub(super) fn check_all(cands: &[Candidate<'_>], out: &mut Vec<Diagnostic>) -> Vec<bool> {
-    let mut ok = vec![true; cands.len()];
+/// Runs every semantic check; returns, per candidate, its diagnostics (an object
+/// with any error diagnostic is rejected).
+pub(super) fn check_all(cands: &[Candidate<'_>]) -> Vec<Vec<Diagnostic>> {
+    let mut per: Vec<Vec<Diagnostic>> = vec![Vec::new(); cands.len()];
 
     // Names and duplicates across the whole registry.
     let mut seen: BTreeMap<(Kind, &str), Vec<usize>> = BTreeMap::new();
@@ -213,7 +214,7 @@ pub(super) fn check_all(cands: &[Candidate<'_>], out: &mut Vec<Diagnostic>) -> V
                     format!("{}:{}:{}", cands[j].file, p.line, p.col)
                 })
                 .collect();
-            let mut sink = sink_for(&cands[i], out);
+            let mut sink = sink_for(&cands[i], &mut per[i]);
             sink.error(
                 &[Seg::Key("metadata"), Seg::Key("name")],
                 format!(
@@ -221,7 +222,6 @@ pub(super) fn check_all(cands: &[Candidate<'_>], out: &mut Vec<Diagnostic>) -> V
                     others.join(", ")
                 ),
             );
-            ok[i] = false;
         }
     }
 
@@ -238,7 +238,7 @@ pub(super) fn check_all(cands: &[Candidate<'_>], out: &mut Vec<Diagnostic>) -> V
         .map(|c| c.name)
         .collect();
 
-    for (i, c) in cands.iter().enumerate() {
+    for (c, out) in cands.iter().zip(per.iter_mut()) {
         let mut sink = sink_for(c, out);
         if !is_valid_name(c.name) {
             sink.error(
@@ -259,11 +259,8 @@ pub(super) fn check_all(cands: &[Candidate<'_>], out: &mut Vec<Diagnostic>) -> V
                 check_digest(&n.digest, &mut sink);
             }
         }
-        if sink.errors > 0 {
-            ok[i] = false;
-        }
     }
-    ok
+    per
 }
 
 fn sink_for<'a, 'd>(c: &Candidate<'a>, out: &'d mut Vec<Diagnostic>) -> Sink<'a, 'd> {

@@ -14,6 +14,7 @@
 //!    cron, time zones, paths, ranges, addresses).
 
 pub mod check;
+pub mod resolve;
 pub mod schema;
 pub mod types;
 pub mod yaml;
@@ -188,6 +189,8 @@ pub struct Rejected {
     pub kind: Option<Kind>,
     /// Its name, when `metadata.name` was readable.
     pub name: Option<String>,
+    /// The errors that rejected it (the first one is the one shown in status).
+    pub errors: Vec<Diagnostic>,
 }
 
 /// What [`load`] found.
@@ -244,10 +247,12 @@ pub fn load(files: &[SourceFile]) -> Loaded {
                     severity: Severity::Error,
                     message: format!("invalid YAML: {}", e.message),
                 });
+                let diag = out.diagnostics.last().cloned();
                 out.rejected.push(Rejected {
                     file: file.path.clone(),
                     kind: None,
                     name: None,
+                    errors: diag.into_iter().collect(),
                 });
                 continue;
             }
@@ -269,7 +274,8 @@ pub fn load(files: &[SourceFile]) -> Loaded {
                     spec,
                 }),
                 Err(err) => {
-                    let (diag, rejected) = *err;
+                    let (diag, mut rejected) = *err;
+                    rejected.errors.push(diag.clone());
                     out.diagnostics.push(diag);
                     out.rejected.push(rejected);
                 }
@@ -286,10 +292,16 @@ pub fn load(files: &[SourceFile]) -> Loaded {
             spec: &p.spec,
         })
         .collect();
-    let ok = check::check_all(&cands, &mut out.diagnostics);
-    for (p, ok) in parsed.into_iter().zip(ok) {
+    let per = check::check_all(&cands);
+    for (p, diags) in parsed.into_iter().zip(per) {
         let file = files[p.file_idx].path.clone();
-        if ok {
+        let errors: Vec<Diagnostic> = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .cloned()
+            .collect();
+        out.diagnostics.extend(diags);
+        if errors.is_empty() {
             out.objects.push(Object {
                 name: p.metadata.name.clone(),
                 line: p.tree.pos.line,
@@ -302,6 +314,7 @@ pub fn load(files: &[SourceFile]) -> Loaded {
                 file,
                 kind: Some(p.spec.kind()),
                 name: Some(p.metadata.name),
+                errors,
             });
         }
     }
@@ -337,6 +350,7 @@ fn read_document(
                 file: file.to_owned(),
                 kind,
                 name: name.clone(),
+                errors: Vec::new(),
             },
         ))
     };

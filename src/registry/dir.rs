@@ -12,7 +12,7 @@ use crate::manifest::{Diagnostic, Severity, SourceFile};
 /// The manifest files found under a directory, and the files that could not be read.
 #[derive(Debug, Default)]
 pub struct DirContents {
-    /// Files read, with paths shown as `root/relative`.
+    /// Files read, with paths relative to the root.
     pub files: Vec<SourceFile>,
     /// One error per file that could not be read (not UTF-8, permission denied).
     pub diagnostics: Vec<Diagnostic>,
@@ -39,7 +39,11 @@ pub fn read(root: &Path) -> std::io::Result<DirContents> {
     paths.sort();
     let mut out = DirContents::default();
     for path in paths {
-        let shown = path.display().to_string();
+        let shown = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
         match std::fs::read(&path) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => out.files.push(SourceFile { path: shown, text }),

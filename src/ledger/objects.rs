@@ -1,0 +1,386 @@
+//! Manifest objects in the ledger: recipes, projects, schedules and notify rules,
+//! the registry status and the per-manifest status.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Ledger, LedgerError};
+use crate::manifest::Kind;
+
+/// Who owns an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Defined by a manifest; the reconciler owns it.
+    Registry,
+    /// Registered through `POST /projects`; the reconciler never touches it.
+    Api,
+}
+
+/// An object as the ledger holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObject {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+    /// The spec as canonical JSON.
+    pub spec: serde_json::Value,
+    /// Registry or API.
+    pub source: Source,
+    /// The manifest file it came from (registry objects).
+    pub manifest_file: Option<String>,
+    /// The registry revision at which this version was applied.
+    pub manifest_revision: Option<String>,
+    /// The API token that registered it (API projects).
+    pub owner_token: Option<String>,
+    /// When it was retired, if it is (ms).
+    pub retired_at: Option<i64>,
+}
+
+/// Every object in the ledger, keyed by kind and name.
+pub type Snapshot = BTreeMap<(Kind, String), StoredObject>;
+
+/// One change the reconciler asks the ledger to make.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObjectWrite {
+    /// Create, update or revive a registry object.
+    Upsert {
+        /// Kind.
+        kind: Kind,
+        /// Name.
+        name: String,
+        /// New spec.
+        spec: serde_json::Value,
+        /// Manifest file.
+        file: String,
+    },
+    /// Mark a registry object retired (kept, with its history).
+    Retire {
+        /// Kind.
+        kind: Kind,
+        /// Name.
+        name: String,
+    },
+}
+
+/// Status of one manifest object (or of an unreadable document: kind/name empty).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ManifestStatus {
+    /// File.
+    pub file: String,
+    /// Kind, or empty when unreadable.
+    pub kind: String,
+    /// Name, or empty when unreadable.
+    pub name: String,
+    /// Registry revision of the version in force.
+    pub revision_applied: Option<String>,
+    /// Error of the last reconcile, if any.
+    pub last_error: Option<String>,
+    /// Line of that error.
+    pub error_line: Option<i64>,
+    /// Column of that error.
+    pub error_col: Option<i64>,
+}
+
+/// The registry status row.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct RegistryStatus {
+    /// Where manifests come from.
+    pub source: String,
+    /// Revision last applied.
+    pub revision: Option<String>,
+    /// Last attempt (ms).
+    pub last_attempt_at: Option<i64>,
+    /// Last attempt that applied (ms).
+    pub last_success_at: Option<i64>,
+    /// How long the last attempt took.
+    pub duration_ms: Option<i64>,
+    /// Why the last attempt failed or was partial.
+    pub last_error: Option<String>,
+    /// Objects per kind and error count, as JSON.
+    pub counts: serde_json::Value,
+}
+
+/// Everything one reconcile writes, applied in one transaction.
+#[derive(Debug, Clone)]
+pub struct ReconcileRecord {
+    /// Object changes.
+    pub writes: Vec<ObjectWrite>,
+    /// The full per-manifest status after this reconcile.
+    pub statuses: Vec<ManifestStatus>,
+    /// The registry status after this reconcile.
+    pub registry: RegistryStatus,
+    /// Registry revision being applied.
+    pub revision: String,
+    /// Now (ms).
+    pub now: i64,
+}
+
+fn table(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Project => "projects",
+        Kind::Recipe => "recipes",
+        Kind::Schedule => "schedules",
+        Kind::NotifyRule => "notify_rules",
+    }
+}
+
+impl Ledger {
+    /// Reads every object of every kind.
+    pub fn snapshot(&self) -> Result<Snapshot, LedgerError> {
+        let mut out = Snapshot::new();
+        for kind in Kind::ALL {
+            let sql = if kind == Kind::Project {
+                "SELECT name, spec_json, source, manifest_file, manifest_revision, owner_token, retired_at FROM projects"
+                    .to_owned()
+            } else {
+                format!(
+                    "SELECT name, spec_json, 'registry', manifest_file, manifest_revision, NULL, retired_at FROM {}",
+                    table(kind)
+                )
+            };
+            let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
+                    ))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (name, spec, source, file, rev, owner, retired) =
+                    row.map_err(|e| self.err(e))?;
+                let spec = serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null);
+                out.insert(
+                    (kind, name.clone()),
+                    StoredObject {
+                        kind,
+                        name,
+                        spec,
+                        source: if source == "api" {
+                            Source::Api
+                        } else {
+                            Source::Registry
+                        },
+                        manifest_file: file,
+                        manifest_revision: rev,
+                        owner_token: owner,
+                        retired_at: retired,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies one reconcile: object writes, manifest statuses and the registry
+    /// status, all or nothing.
+    pub fn apply_reconcile(&mut self, rec: &ReconcileRecord) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let err = |source| LedgerError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        for w in &rec.writes {
+            match w {
+                ObjectWrite::Upsert {
+                    kind,
+                    name,
+                    spec,
+                    file,
+                } => {
+                    let spec = spec.to_string();
+                    if *kind == Kind::Project {
+                        // Never overwrite an API project, whatever the caller says.
+                        tx.execute(
+                            "INSERT INTO projects (name, source, spec_json, manifest_file, manifest_revision, created_at, updated_at)
+                             VALUES (?1, 'registry', ?2, ?3, ?4, ?5, ?5)
+                             ON CONFLICT (name) DO UPDATE SET
+                               spec_json = excluded.spec_json, manifest_file = excluded.manifest_file,
+                               manifest_revision = excluded.manifest_revision, updated_at = excluded.updated_at,
+                               retired_at = NULL
+                             WHERE projects.source = 'registry'",
+                            params![name, spec, file, rec.revision, rec.now],
+                        )
+                        .map_err(err)?;
+                    } else {
+                        let extra = if *kind == Kind::Schedule {
+                            // A changed schedule gets its next fire computed afresh.
+                            ", next_fire_at = CASE WHEN spec_json = excluded.spec_json THEN next_fire_at ELSE NULL END"
+                        } else {
+                            ""
+                        };
+                        tx.execute(
+                            &format!(
+                                "INSERT INTO {t} (name, spec_json, manifest_file, manifest_revision, created_at, updated_at)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                                 ON CONFLICT (name) DO UPDATE SET
+                                   manifest_file = excluded.manifest_file,
+                                   manifest_revision = excluded.manifest_revision,
+                                   updated_at = excluded.updated_at, retired_at = NULL{extra},
+                                   spec_json = excluded.spec_json",
+                                t = table(*kind)
+                            ),
+                            params![name, spec, file, rec.revision, rec.now],
+                        )
+                        .map_err(err)?;
+                    }
+                }
+                ObjectWrite::Retire { kind, name } => {
+                    let only_registry = if *kind == Kind::Project {
+                        " AND source = 'registry'"
+                    } else {
+                        ""
+                    };
+                    tx.execute(
+                        &format!(
+                            "UPDATE {} SET retired_at = ?2, updated_at = ?2 WHERE name = ?1 AND retired_at IS NULL{only_registry}",
+                            table(*kind)
+                        ),
+                        params![name, rec.now],
+                    )
+                    .map_err(err)?;
+                }
+            }
+        }
+        tx.execute("DELETE FROM manifest_status", []).map_err(err)?;
+        for s in &rec.statuses {
+            tx.execute(
+                "INSERT INTO manifest_status (file, kind, name, revision_applied, last_error, error_line, error_col, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (file, kind, name) DO UPDATE SET
+                   last_error = COALESCE(manifest_status.last_error || char(10), '') || excluded.last_error",
+                params![s.file, s.kind, s.name, s.revision_applied, s.last_error, s.error_line, s.error_col, rec.now],
+            )
+            .map_err(err)?;
+        }
+        write_registry_status(&tx, &rec.registry).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Records a reconcile attempt that could not read the registry at all (fetch
+    /// error, missing directory): everything applied before stays in force.
+    pub fn record_registry_failure(
+        &self,
+        source: &str,
+        error: &str,
+        now: i64,
+        duration_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO registry_status (id, source, last_attempt_at, duration_ms, last_error)
+                 VALUES (1, ?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET source = excluded.source,
+                   last_attempt_at = excluded.last_attempt_at, duration_ms = excluded.duration_ms,
+                   last_error = excluded.last_error",
+                params![source, now, duration_ms, error],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The registry status, if a reconcile was ever attempted.
+    pub fn registry_status(&self) -> Result<Option<RegistryStatus>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT source, revision, last_attempt_at, last_success_at, duration_ms, last_error, counts_json
+                 FROM registry_status WHERE id = 1",
+                [],
+                |r| {
+                    Ok(RegistryStatus {
+                        source: r.get(0)?,
+                        revision: r.get(1)?,
+                        last_attempt_at: r.get(2)?,
+                        last_success_at: r.get(3)?,
+                        duration_ms: r.get(4)?,
+                        last_error: r.get(5)?,
+                        counts: serde_json::from_str(&r.get::<_, String>(6)?)
+                            .unwrap_or(serde_json::Value::Null),
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every manifest status row, by file, kind and name.
+    pub fn manifest_statuses(&self) -> Result<Vec<ManifestStatus>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT file, kind, name, revision_applied, last_error, error_line, error_col
+                 FROM manifest_status ORDER BY file, kind, name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ManifestStatus {
+                    file: r.get(0)?,
+                    kind: r.get(1)?,
+                    name: r.get(2)?,
+                    revision_applied: r.get(3)?,
+                    last_error: r.get(4)?,
+                    error_line: r.get(5)?,
+                    error_col: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Registers a project through the API (`source = api`).
+    pub fn insert_api_project(
+        &self,
+        name: &str,
+        spec: &serde_json::Value,
+        owner_token: &str,
+        now: i64,
+    ) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO projects (name, source, spec_json, owner_token, created_at, updated_at)
+                 VALUES (?1, 'api', ?2, ?3, ?4, ?4) ON CONFLICT (name) DO NOTHING",
+                params![name, spec.to_string(), owner_token, now],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+}
+
+fn write_registry_status(
+    tx: &rusqlite::Transaction<'_>,
+    s: &RegistryStatus,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO registry_status (id, source, revision, last_attempt_at, last_success_at, duration_ms, last_error, counts_json)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (id) DO UPDATE SET source = excluded.source, revision = excluded.revision,
+           last_attempt_at = excluded.last_attempt_at, last_success_at = excluded.last_success_at,
+           duration_ms = excluded.duration_ms, last_error = excluded.last_error,
+           counts_json = excluded.counts_json",
+        params![
+            s.source,
+            s.revision,
+            s.last_attempt_at,
+            s.last_success_at,
+            s.duration_ms,
+            s.last_error,
+            s.counts.to_string()
+        ],
+    )
+    .map(|_| ())
+}
