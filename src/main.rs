@@ -148,6 +148,9 @@ fn validate(dir: Option<PathBuf>) -> ExitCode {
     let files = contents.files.len() + contents.diagnostics.len();
     let mut loaded = manifest::load(&contents.files);
     loaded.diagnostics.extend(contents.diagnostics);
+    for d in &mut loaded.diagnostics {
+        d.file = dir.join(&d.file).display().to_string();
+    }
     loaded
         .diagnostics
         .sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
