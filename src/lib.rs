@@ -7,3 +7,4 @@ pub mod ledger;
 pub mod manifest;
 pub mod reconciler;
 pub mod registry;
+pub mod scheduler;

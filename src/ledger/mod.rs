@@ -4,10 +4,14 @@
 //! binary without touching it, turns on WAL (`synchronous=NORMAL`), foreign keys and
 //! a busy timeout, then applies the missing [`migrations`] in order.
 
+mod jobs;
 pub mod migrations;
 mod objects;
+mod schedules;
 
+pub use jobs::*;
 pub use objects::*;
+pub use schedules::*;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,6 +2,9 @@
 
 mod cli;
 mod config;
+mod helpers;
 mod ledger;
 mod manifest;
+mod reconcile;
+mod scheduler;
 mod schema;

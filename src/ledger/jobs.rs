@@ -1,0 +1,358 @@
+//! Jobs in the ledger: the queue the scheduler and the API fill and the runner
+//! drains, and the record of every run.
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{Ledger, LedgerError};
+
+/// Where a job is in its life.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// Its command runs.
+    Running,
+    /// Exited 0.
+    Succeeded,
+    /// Exited non-zero (or was orphaned by a restart: exit code -1).
+    Failed,
+    /// Killed after its timeout.
+    TimedOut,
+    /// Cancelled before or while running.
+    Cancelled,
+    /// The farm could not run it (unreachable remote, missing subproject directory…).
+    Error,
+}
+
+impl JobStatus {
+    /// Every status.
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::TimedOut,
+        JobStatus::Cancelled,
+        JobStatus::Error,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Error => "error",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+
+    /// Whether the job has ended.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+/// What started a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `POST /projects/{name}/jobs`.
+    Api,
+    /// A schedule fired.
+    Schedule,
+    /// The patcher's verify run.
+    PatchVerify,
+}
+
+impl Trigger {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Schedule => "schedule",
+            Trigger::PatchVerify => "patch_verify",
+        }
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Project name.
+    pub project: String,
+    /// Subproject path, normalised.
+    pub subproject: String,
+    /// Command name.
+    pub recipe: String,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The schedule that fired it, if any.
+    pub schedule: Option<String>,
+    /// Branch, tag or sha to build.
+    pub git_ref: String,
+    /// The resolved command as JSON ([`crate::manifest::resolve::Resolved`]).
+    pub snapshot: serde_json::Value,
+}
+
+/// A job row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Job {
+    /// Job id.
+    pub id: String,
+    /// Project name.
+    pub project: String,
+    /// Subproject path.
+    pub subproject: String,
+    /// Command name.
+    pub recipe: String,
+    /// What started it.
+    pub trigger: String,
+    /// Schedule that fired it.
+    pub schedule: Option<String>,
+    /// Requested ref.
+    pub git_ref: String,
+    /// Resolved commit.
+    pub sha: Option<String>,
+    /// Status.
+    pub status: JobStatus,
+    /// Exit code of the command.
+    pub exit_code: Option<i64>,
+    /// Why the farm could not run it, or how it was stopped.
+    pub error: Option<String>,
+    /// The command as resolved at enqueue time.
+    pub recipe_snapshot: serde_json::Value,
+    /// Log file.
+    pub log_path: Option<String>,
+    /// Process group of the running command.
+    pub pgid: Option<i64>,
+    /// Start time of the group leader (clock ticks since boot).
+    pub pgid_start_time: Option<i64>,
+    /// Worktree the job ran in.
+    pub worktree_path: Option<String>,
+    /// Number of findings.
+    pub findings_count: i64,
+    /// Fingerprints that disappeared since the previous run.
+    pub fixed: serde_json::Value,
+    /// Enqueued (ms).
+    pub created_at: i64,
+    /// Started (ms).
+    pub started_at: Option<i64>,
+    /// Finished (ms).
+    pub finished_at: Option<i64>,
+}
+
+const JOB_COLUMNS: &str =
+    "id, project_name, subproject, recipe, trigger, schedule_name, git_ref, sha, status,
+    exit_code, error, recipe_snapshot_json, log_path, pgid, pgid_start_time, worktree_path,
+    findings_count, fixed_json, created_at, started_at, finished_at";
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let status: String = r.get(8)?;
+    Ok(Job {
+        id: r.get(0)?,
+        project: r.get(1)?,
+        subproject: r.get(2)?,
+        recipe: r.get(3)?,
+        trigger: r.get(4)?,
+        schedule: r.get(5)?,
+        git_ref: r.get(6)?,
+        sha: r.get(7)?,
+        status: JobStatus::parse(&status).unwrap_or(JobStatus::Error),
+        exit_code: r.get(9)?,
+        error: r.get(10)?,
+        recipe_snapshot: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+        log_path: r.get(12)?,
+        pgid: r.get(13)?,
+        pgid_start_time: r.get(14)?,
+        worktree_path: r.get(15)?,
+        findings_count: r.get(16)?,
+        fixed: serde_json::from_str(&r.get::<_, String>(17)?).unwrap_or_default(),
+        created_at: r.get(18)?,
+        started_at: r.get(19)?,
+        finished_at: r.get(20)?,
+    })
+}
+
+/// Filters of a job listing.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only projects in this list (`None`: every project).
+    pub visible_projects: Option<Vec<String>>,
+    /// Only jobs created before this `(created_at, id)` (the page cursor).
+    pub before: Option<(i64, String)>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Ledger {
+    /// Enqueues a job; when an identical job (project, subproject, recipe, ref) is
+    /// still queued, returns that one instead and `true`.
+    pub fn enqueue_job(&mut self, new: &NewJob, now: i64) -> Result<(Job, bool), LedgerError> {
+        let path = self.path.clone();
+        let err = |source| LedgerError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let out = enqueue_in(&tx, new, now).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    /// One job by id.
+    pub fn get_job(&self, id: &str) -> Result<Option<Job>, LedgerError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                params![id],
+                job_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Jobs newest first, filtered.
+    pub fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>, LedgerError> {
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(p) = &f.project {
+            args.push(p.clone().into());
+            sql += &format!(" AND project_name = ?{}", args.len());
+        }
+        if let Some(s) = f.status {
+            args.push(s.as_str().to_owned().into());
+            sql += &format!(" AND status = ?{}", args.len());
+        }
+        if let Some(list) = &f.visible_projects {
+            args.push(serde_json::to_string(list).unwrap_or_default().into());
+            sql += &format!(
+                " AND project_name IN (SELECT value FROM json_each(?{}))",
+                args.len()
+            );
+        }
+        if let Some((at, id)) = &f.before {
+            args.push((*at).into());
+            args.push(id.clone().into());
+            sql += &format!(
+                " AND (created_at < ?{a} OR (created_at = ?{a} AND id < ?{b}))",
+                a = args.len() - 1,
+                b = args.len()
+            );
+        }
+        args.push((f.limit as i64).into());
+        sql += &format!(" ORDER BY created_at DESC, id DESC LIMIT ?{}", args.len());
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), job_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Queued or running jobs fired by `schedule`.
+    pub fn active_jobs_of_schedule(&self, schedule: &str) -> Result<Vec<Job>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE schedule_name = ?1 AND status IN ('queued', 'running')"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![schedule], job_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Number of jobs in each status.
+    pub fn job_counts(&self) -> Result<Vec<(JobStatus, i64)>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (s, n) = row.map_err(|e| self.err(e))?;
+            if let Some(s) = JobStatus::parse(&s) {
+                out.push((s, n));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels a job that is still queued; `false` when it was not queued.
+    pub fn cancel_queued_job(&self, id: &str, reason: &str, now: i64) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET status = 'cancelled', error = ?2, finished_at = ?3
+                 WHERE id = ?1 AND status = 'queued'",
+                params![id, reason, now],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+}
+
+/// Enqueues inside an open transaction (see [`Ledger::enqueue_job`]).
+pub(super) fn enqueue_in(
+    tx: &rusqlite::Transaction<'_>,
+    new: &NewJob,
+    now: i64,
+) -> rusqlite::Result<(Job, bool)> {
+    let existing = tx
+        .query_row(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'queued' AND project_name = ?1
+                 AND subproject = ?2 AND recipe = ?3 AND git_ref = ?4 ORDER BY created_at LIMIT 1"
+            ),
+            params![new.project, new.subproject, new.recipe, new.git_ref],
+            job_from_row,
+        )
+        .optional()?;
+    if let Some(job) = existing {
+        return Ok((job, true));
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    tx.execute(
+        "INSERT INTO jobs (id, project_name, subproject, recipe, trigger, schedule_name, git_ref,
+           status, recipe_snapshot_json, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9)",
+        params![
+            id,
+            new.project,
+            new.subproject,
+            new.recipe,
+            new.trigger.as_str(),
+            new.schedule,
+            new.git_ref,
+            new.snapshot.to_string(),
+            now
+        ],
+    )?;
+    let job = tx.query_row(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+        params![id],
+        job_from_row,
+    )?;
+    Ok((job, false))
+}
