@@ -7,4 +7,6 @@ pub mod ledger;
 pub mod manifest;
 pub mod reconciler;
 pub mod registry;
+pub mod runner;
 pub mod scheduler;
+pub mod workspace;

@@ -356,3 +356,89 @@ pub(super) fn enqueue_in(
     )?;
     Ok((job, false))
 }
+
+impl Ledger {
+    /// Queued jobs, oldest first.
+    pub fn queued_jobs(&self, limit: usize) -> Result<Vec<Job>, LedgerError> {
+        self.jobs_where(
+            "status = 'queued' ORDER BY created_at, id LIMIT ?1",
+            params![limit as i64],
+        )
+    }
+
+    /// Running jobs.
+    pub fn running_jobs(&self) -> Result<Vec<Job>, LedgerError> {
+        self.jobs_where("status = 'running' ORDER BY started_at", params![])
+    }
+
+    fn jobs_where(
+        &self,
+        clause: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Job>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {clause}"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(args, job_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Moves a queued job to running; `false` when it was no longer queued (a
+    /// cancel won the race).
+    pub fn claim_job(&self, id: &str, log_path: &str, now: i64) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET status = 'running', started_at = ?2, log_path = ?3
+                 WHERE id = ?1 AND status = 'queued'",
+                params![id, now, log_path],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Records the checked-out commit and worktree of a running job.
+    pub fn set_job_checkout(&self, id: &str, sha: &str, worktree: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET sha = ?2, worktree_path = ?3 WHERE id = ?1",
+                params![id, sha, worktree],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records the process group of a running job and its leader's start time.
+    pub fn set_job_process(&self, id: &str, pgid: i64, start_time: i64) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET pgid = ?2, pgid_start_time = ?3 WHERE id = ?1",
+                params![id, pgid, start_time],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Ends a running job; `false` when it was not running.
+    pub fn finish_job(
+        &self,
+        id: &str,
+        status: JobStatus,
+        exit_code: Option<i64>,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5
+                 WHERE id = ?1 AND status = 'running'",
+                params![id, status.as_str(), exit_code, error, now],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+}

@@ -6,5 +6,6 @@ mod helpers;
 mod ledger;
 mod manifest;
 mod reconcile;
+mod runner;
 mod scheduler;
 mod schema;

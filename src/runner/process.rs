@@ -1,0 +1,301 @@
+//! Running one command: its own session and process group, one log file for
+//! stdout and stderr, a size cap, a timeout, cancellation, and a group kill that
+//! leaves no process behind.
+//!
+//! Kill protocol (timeout, cancel, shutdown): SIGTERM to the whole group, wait up to
+//! the grace period for every member to exit, then SIGKILL to the group. After a
+//! normal exit, whatever the command left running in its group is killed too.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// The shell command (`/bin/sh -c`).
+    pub command: String,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Environment added to the farm's (minus its `CRAFTING_*` settings).
+    pub env: BTreeMap<String, String>,
+    /// Log file (appended).
+    pub log_path: PathBuf,
+    /// Bytes of command output kept in the log.
+    pub log_cap: u64,
+    /// Time allowed.
+    pub timeout: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// Why the command stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// It exited by itself with this code (or 128 + signal).
+    Exited(i32),
+    /// It ran past its timeout and was killed.
+    TimedOut,
+    /// It was cancelled and killed.
+    Cancelled,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Why it stopped.
+    pub stop: Stop,
+    /// Whether the log was cut at the cap.
+    pub truncated: bool,
+    /// Bytes of output the command produced (kept or not).
+    pub output_bytes: u64,
+    /// Whether SIGKILL was needed after the grace period.
+    pub killed: bool,
+}
+
+/// A process of the group, read from `/proc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Process id.
+    pub pid: i32,
+    /// Process group.
+    pub pgrp: i32,
+    /// State letter (`R`, `S`, `Z`, …).
+    pub state: char,
+    /// Start time in clock ticks after boot.
+    pub start_time: u64,
+}
+
+/// Reads `/proc/<pid>/stat`.
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: split after it.
+    let close = text.rfind(')')?;
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // rest[0] is field 3 (state); pgrp is field 5, starttime field 22.
+    Some(ProcInfo {
+        pid,
+        state: rest.first()?.chars().next()?,
+        pgrp: rest.get(2)?.parse().ok()?,
+        start_time: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// Every live (non-zombie) process whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(proc_info)
+        .filter(|p| p.pgrp == pgid && p.state != 'Z' && p.state != 'X')
+        .collect()
+}
+
+fn killpg(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: killpg has no memory effects; a stale group only yields ESRCH.
+        unsafe {
+            libc::killpg(pgid, sig);
+        }
+    }
+}
+
+/// Kills every process of group `pgid` that started at or after `since` (clock
+/// ticks), so a pid reused by an unrelated process is never hit. Returns how many
+/// were signalled.
+pub fn kill_orphaned_group(pgid: i32, since: u64) -> usize {
+    if pgid <= 1 {
+        return 0;
+    }
+    let members = group_members(pgid);
+    // The leader's pid may have been reused by something else that is not ours.
+    if let Some(leader) = members.iter().find(|p| p.pid == pgid)
+        && leader.start_time != since
+    {
+        return 0;
+    }
+    let ours: Vec<&ProcInfo> = members.iter().filter(|p| p.start_time >= since).collect();
+    for p in &ours {
+        // SAFETY: see killpg.
+        unsafe {
+            libc::kill(p.pid, libc::SIGKILL);
+        }
+    }
+    ours.len()
+}
+
+/// Appends one farm line (`[crafting-table] …`) to a log file.
+pub fn append_log_line(path: &Path, line: &str) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let r = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "[crafting-table] {line}"));
+    if let Err(e) = r {
+        tracing::warn!(log = %path.display(), error = %e, "cannot append to job log");
+    }
+}
+
+/// Copies the pipe to the log until every writer is gone, keeping at most `cap`
+/// bytes. Returns (bytes read, truncated).
+fn pump(mut reader: std::io::PipeReader, log_path: &Path, cap: u64) -> (u64, bool) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path);
+    let mut file = match file {
+        Ok(f) => Some(std::io::BufWriter::with_capacity(64 * 1024, f)),
+        Err(e) => {
+            tracing::warn!(log = %log_path.display(), error = %e, "cannot open job log");
+            None
+        }
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut total, mut kept, mut truncated) = (0u64, 0u64, false);
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        total += n as u64;
+        if let Some(f) = file.as_mut() {
+            let room = cap.saturating_sub(kept);
+            let take = (n as u64).min(room) as usize;
+            if take > 0 {
+                let _ = f.write_all(&buf[..take]);
+                kept += take as u64;
+            }
+            if take < n && !truncated {
+                truncated = true;
+                let _ = write!(
+                    f,
+                    "\n[crafting-table] log truncated at {cap} bytes (CRAFTING_LOG_CAP_BYTES); the job continues, its further output is discarded\n"
+                );
+                let _ = f.flush();
+            }
+        }
+    }
+    if let Some(mut f) = file {
+        let _ = f.flush();
+    }
+    (total, truncated)
+}
+
+/// Runs the command. `on_start` receives the process group id and the leader's
+/// start time as soon as it exists (to be recorded for the restart sweep).
+pub async fn run(
+    spec: &ProcessSpec,
+    mut cancel: watch::Receiver<bool>,
+    on_start: impl FnOnce(i32, u64),
+) -> std::io::Result<Outcome> {
+    let (reader, writer) = std::io::pipe()?;
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&spec.command)
+        .current_dir(&spec.cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .kill_on_drop(false);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CRAFTING_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.envs(&spec.env);
+    // SAFETY: setsid is async-signal-safe; the closure touches no shared state.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    // The parent's copies of the write end are gone with `cmd`.
+    drop(cmd);
+    let pid = child.id().map_or(0, |p| p as i32);
+    let start_time = proc_info(pid).map_or(0, |p| p.start_time);
+    on_start(pid, start_time);
+    let log_path = spec.log_path.clone();
+    let cap = spec.log_cap;
+    let pump_task = tokio::task::spawn_blocking(move || pump(reader, &log_path, cap));
+
+    let stop = tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            use std::os::unix::process::ExitStatusExt;
+            Stop::Exited(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        }
+        () = tokio::time::sleep(spec.timeout) => Stop::TimedOut,
+        () = async { while cancel.changed().await.is_ok() { if *cancel.borrow() { return; } } std::future::pending::<()>().await } => Stop::Cancelled,
+    };
+    let mut killed = false;
+    match stop {
+        Stop::Exited(_) => {
+            // Whatever the command left behind in its group goes too.
+            if !group_members(pid).is_empty() {
+                killpg(pid, libc::SIGKILL);
+            }
+        }
+        Stop::TimedOut | Stop::Cancelled => {
+            killpg(pid, libc::SIGTERM);
+            let deadline = tokio::time::Instant::now() + spec.kill_grace;
+            let mut leader_done = false;
+            loop {
+                if !leader_done && let Ok(Some(_)) = child.try_wait() {
+                    leader_done = true;
+                }
+                if leader_done && group_members(pid).is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    killpg(pid, libc::SIGKILL);
+                    killed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = child.wait().await;
+        }
+    }
+    // Wait for the members to be gone so the pipe closes and the log is complete.
+    for _ in 0..100 {
+        if group_members(pid).is_empty() {
+            break;
+        }
+        killpg(pid, libc::SIGKILL);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A process that left the group (its own `setsid`) may still hold the pipe; do
+    // not let it hold the job hostage.
+    let (output_bytes, truncated) = match tokio::time::timeout(Duration::from_secs(5), pump_task)
+        .await
+    {
+        Ok(r) => r.unwrap_or((0, false)),
+        Err(_) => {
+            append_log_line(
+                &spec.log_path,
+                "a process outside the job's group still holds its output open; the log may be incomplete",
+            );
+            (0, false)
+        }
+    };
+    Ok(Outcome {
+        stop,
+        truncated,
+        output_bytes,
+        killed,
+    })
+}

@@ -1,0 +1,250 @@
+//! Workspace: one bare mirror per project and one fresh worktree per job.
+//!
+//! Layout under `$CRAFTING_WORKSPACE_DIR`:
+//! - `<project>/.cache` — bare mirror of the project's repository;
+//! - `<project>/<job-id>` — the job's worktree, detached at the resolved sha,
+//!   removed when the job ends.
+//!
+//! All git operations on one project's mirror (fetch, worktree add and remove) are
+//! serialised by a per-project lock; the job's command runs outside it. Blocking:
+//! call from `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::git::{Git, GitError};
+
+/// Manages mirrors and worktrees.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    root: PathBuf,
+    locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+}
+
+/// A checked-out job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    /// The resolved commit.
+    pub sha: String,
+    /// The worktree directory.
+    pub worktree: PathBuf,
+}
+
+impl Workspace {
+    /// A workspace rooted at `root` (created on first use).
+    pub fn new(root: PathBuf) -> Workspace {
+        Workspace {
+            root,
+            locks: Arc::default(),
+        }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn lock(&self, project: &str) -> Arc<Mutex<()>> {
+        let mut map = match self.locks.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(project.to_owned()).or_default().clone()
+    }
+
+    /// The bare mirror of `project`.
+    pub fn mirror(&self, project: &str) -> PathBuf {
+        self.root.join(project).join(".cache")
+    }
+
+    /// Where the worktree of `job_id` goes.
+    pub fn worktree_path(&self, project: &str, job_id: &str) -> PathBuf {
+        self.root.join(project).join(job_id)
+    }
+
+    /// Fetches `url` into the project's mirror, resolves `git_ref` (branch, tag or
+    /// sha) and adds a detached worktree for `job_id` at that commit.
+    pub fn checkout(
+        &self,
+        project: &str,
+        url: &str,
+        git_ref: &str,
+        job_id: &str,
+    ) -> Result<Checkout, GitError> {
+        let lock = self.lock(project);
+        let _guard = match lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let git = Git::new();
+        let mirror = self.mirror(project);
+        if !mirror.join("HEAD").exists() {
+            std::fs::create_dir_all(&mirror).map_err(|e| io_err("create mirror", &e))?;
+            git.run(Some(&mirror), ["init", "--bare", "--quiet"])?;
+        }
+        git.run(
+            Some(&mirror),
+            [
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--force",
+                "--",
+                url,
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+        )?;
+        let sha = resolve_ref(&git, &mirror, git_ref)?;
+        let worktree = self.worktree_path(project, job_id);
+        if worktree.exists() {
+            // A leftover from a crash with the same id cannot happen with fresh ids,
+            // but never build on top of unknown files.
+            let _ = self.remove_locked(&git, &mirror, &worktree);
+        }
+        let wt = worktree.display().to_string();
+        git.run(
+            Some(&mirror),
+            [
+                "worktree",
+                "add",
+                "--detach",
+                "--quiet",
+                wt.as_str(),
+                sha.as_str(),
+            ],
+        )?;
+        Ok(Checkout { sha, worktree })
+    }
+
+    /// Removes a job's worktree (and its registration in the mirror). Never fails:
+    /// problems are logged, and a directory left behind is removed by hand.
+    pub fn remove_worktree(&self, project: &str, worktree: &Path) {
+        let lock = self.lock(project);
+        let _guard = match lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let git = Git::new();
+        let mirror = self.mirror(project);
+        if let Err(e) = self.remove_locked(&git, &mirror, worktree) {
+            tracing::warn!(worktree = %worktree.display(), error = %e, "worktree removal");
+        }
+    }
+
+    fn remove_locked(&self, git: &Git, mirror: &Path, worktree: &Path) -> Result<(), GitError> {
+        let wt = worktree.display().to_string();
+        let r = if mirror.exists() {
+            git.run(
+                Some(mirror),
+                ["worktree", "remove", "--force", "--force", wt.as_str()],
+            )
+            .map(|_| ())
+        } else {
+            Ok(())
+        };
+        if worktree.exists() {
+            let _ = std::fs::remove_dir_all(worktree);
+        }
+        if mirror.exists() {
+            let _ = git.run(Some(mirror), ["worktree", "prune"]);
+        }
+        r
+    }
+
+    /// Garbage collection: removes worktree directories older than `max_age` that
+    /// are not in `active` (job ids still running), and runs `git gc` on mirrors
+    /// that were not fetched for `idle` or longer. Returns (worktrees removed,
+    /// mirrors collected).
+    pub fn gc(&self, active: &[String], max_age: Duration, idle: Duration) -> (usize, usize) {
+        let now = SystemTime::now();
+        let age = |p: &Path| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default()
+        };
+        let (mut removed, mut collected) = (0, 0);
+        let Ok(projects) = std::fs::read_dir(&self.root) else {
+            return (0, 0);
+        };
+        for p in projects.flatten() {
+            let Some(project) = p.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if project.starts_with('.') || !p.path().is_dir() {
+                continue;
+            }
+            if let Ok(entries) = std::fs::read_dir(p.path()) {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name == ".cache" || active.contains(&name) {
+                        continue;
+                    }
+                    if e.path().is_dir() && age(&e.path()) >= max_age {
+                        self.remove_worktree(&project, &e.path());
+                        removed += 1;
+                    }
+                }
+            }
+            let mirror = self.mirror(&project);
+            // FETCH_HEAD is rewritten by every fetch: its age is the mirror's idle time.
+            if mirror.exists() && age(&mirror.join("FETCH_HEAD")) >= idle {
+                let lock = self.lock(&project);
+                let _guard = match lock.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                if Git::new()
+                    .run(Some(&mirror), ["gc", "--quiet", "--prune=now"])
+                    .is_ok()
+                {
+                    collected += 1;
+                }
+            }
+        }
+        (removed, collected)
+    }
+}
+
+fn io_err(what: &str, e: &std::io::Error) -> GitError {
+    GitError {
+        args: what.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Resolves a branch, tag or commit of the mirror to a full sha.
+fn resolve_ref(git: &Git, mirror: &Path, r: &str) -> Result<String, GitError> {
+    if r.starts_with('-') || r.is_empty() {
+        return Err(GitError {
+            args: format!("rev-parse {r}"),
+            message: "not a branch, tag or commit".to_owned(),
+        });
+    }
+    for candidate in [
+        format!("refs/remotes/origin/{r}"),
+        format!("refs/tags/{r}"),
+        r.to_owned(),
+    ] {
+        if let Ok(sha) = git.text(
+            Some(mirror),
+            [
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{candidate}^{{commit}}"),
+            ],
+        ) && !sha.is_empty()
+        {
+            return Ok(sha);
+        }
+    }
+    Err(GitError {
+        args: format!("rev-parse {r}"),
+        message: format!("`{r}` is not a branch, tag or commit of the repository"),
+    })
+}

@@ -1,0 +1,565 @@
+//! The runner with real git repositories and real processes.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crafting_table::ledger::{Job, JobStatus, Ledger, NewJob, Trigger};
+use crafting_table::manifest::Kind;
+use crafting_table::manifest::resolve::resolve;
+use crafting_table::reconciler::reconcile_once;
+use crafting_table::registry::Registry;
+use crafting_table::runner::{CancelResult, Runner, RunnerConfig, process};
+use crafting_table::workspace::Workspace;
+
+use crate::helpers::Repo;
+
+pub struct Farm {
+    pub tmp: tempfile::TempDir,
+    pub _source: Repo,
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub runner: Runner,
+}
+
+/// Subproject YAML lines for a project named `name` whose commands are `cmds`.
+pub fn project_yaml(
+    name: &str,
+    source: &Path,
+    cap: u32,
+    subprojects: &[(&str, &[(&str, &str)])],
+    timeout: u64,
+) -> String {
+    let mut s = format!(
+        "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: {name}\nspec:\n  git_url: {}\n  max_concurrent_jobs: {cap}\n  subprojects:\n",
+        source.display()
+    );
+    for (path, cmds) in subprojects {
+        s += &format!("    - path: {path}\n      timeout_secs: {timeout}\n      commands:\n");
+        for (n, c) in *cmds {
+            s += &format!("        {n}: {}\n", serde_json::to_string(c).unwrap());
+        }
+    }
+    s
+}
+
+impl Farm {
+    pub fn new(projects: &[String], workers: usize, log_cap: u64) -> Farm {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = Repo::new();
+        source
+            .write("README.md", "hello\n")
+            .write("sub/dir/file.txt", "x\n");
+        source.commit("initial");
+        let reg = tmp.path().join("registry");
+        std::fs::create_dir(&reg).unwrap();
+        for (i, p) in projects.iter().enumerate() {
+            std::fs::write(
+                reg.join(format!("p{i}.yaml")),
+                p.replace("@SOURCE@", &source.path.display().to_string()),
+            )
+            .unwrap();
+        }
+        let mut ledger = Ledger::open(&tmp.path().join("data/ledger.sqlite3")).unwrap();
+        let out = reconcile_once(&Registry::Dir(reg.clone()), &mut ledger, 0).unwrap();
+        assert_eq!(out.error_count(), 0, "{:?}", out.diagnostics);
+        let ledger = Arc::new(Mutex::new(ledger));
+        let runner = Runner::new(
+            RunnerConfig {
+                workers,
+                logs_dir: tmp.path().join("data/logs"),
+                log_cap,
+                kill_grace: Duration::from_secs(2),
+                registry_base: reg,
+            },
+            ledger.clone(),
+            Workspace::new(tmp.path().join("data/workspace")),
+        );
+        Farm {
+            tmp,
+            source,
+            ledger,
+            runner,
+        }
+    }
+
+    pub fn enqueue(&self, project: &str, subproject: &str, command: &str) -> (String, bool) {
+        let mut l = self.ledger.lock().unwrap();
+        let snap = l.snapshot().unwrap();
+        let p = serde_json::from_value(snap[&(Kind::Project, project.to_owned())].spec.clone())
+            .unwrap();
+        let resolved = resolve(&p, subproject, command, &Default::default()).unwrap();
+        let (job, coalesced) = l
+            .enqueue_job(
+                &NewJob {
+                    project: project.into(),
+                    subproject: resolved.subproject.clone(),
+                    recipe: command.into(),
+                    trigger: Trigger::Api,
+                    schedule: None,
+                    git_ref: "main".into(),
+                    snapshot: serde_json::to_value(&resolved).unwrap(),
+                },
+                chrono::Utc::now().timestamp_millis(),
+            )
+            .unwrap();
+        (job.id, coalesced)
+    }
+
+    pub fn job(&self, id: &str) -> Job {
+        self.ledger.lock().unwrap().get_job(id).unwrap().unwrap()
+    }
+
+    /// Waits (bounded) until `pred` holds for the job.
+    pub async fn wait_for(&self, id: &str, what: &str, pred: impl Fn(&Job) -> bool) -> Job {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let j = self.job(id);
+            if pred(&j) {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never became {what}: {j:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn finished(&self, id: &str) -> Job {
+        self.wait_for(id, "finished", |j| j.status.is_terminal())
+            .await
+    }
+
+    pub fn log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.tmp.path().join(format!("data/logs/{id}.log")))
+            .unwrap_or_default()
+    }
+
+    pub fn worktrees(&self, project: &str) -> Vec<String> {
+        let dir = self.tmp.path().join("data/workspace").join(project);
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.retain(|n| n != ".cache");
+        v
+    }
+
+    pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        let r = self.runner.clone();
+        tokio::spawn(async move {
+            r.run().await.unwrap();
+        })
+    }
+}
+
+fn one(name: &str, cmds: &[(&str, &str)], timeout: u64) -> Vec<String> {
+    vec![project_yaml(
+        name,
+        Path::new("@SOURCE@"),
+        1,
+        &[(".", cmds)],
+        timeout,
+    )]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_failure_not_found() {
+    let f = Farm::new(
+        &one(
+            "app",
+            &[
+                (
+                    "ok",
+                    "echo hello from $CRAFTING_PROJECT $CRAFTING_RECIPE CI=$CI; cat README.md",
+                ),
+                ("bad", "echo about to fail >&2; exit 3"),
+                ("missing", "definitely-not-a-command --flag"),
+            ],
+            60,
+        ),
+        2,
+        1 << 20,
+    );
+    let _loop = f.start();
+    let (ok, _) = f.enqueue("app", ".", "ok");
+    let (bad, _) = f.enqueue("app", ".", "bad");
+    let (missing, _) = f.enqueue("app", ".", "missing");
+    f.runner.wake();
+
+    let j = f.finished(&ok).await;
+    assert_eq!((j.status, j.exit_code), (JobStatus::Succeeded, Some(0)));
+    assert_eq!(j.sha.as_deref().map(str::len), Some(40));
+    let log = f.log(&ok);
+    assert!(log.contains("hello from app ok CI=true\nhello\n"), "{log}");
+    assert!(log.contains("[crafting-table] exit 0 after"), "{log}");
+
+    let j = f.finished(&bad).await;
+    assert_eq!((j.status, j.exit_code), (JobStatus::Failed, Some(3)));
+    assert!(
+        f.log(&bad).contains("about to fail\n"),
+        "stderr goes to the same log"
+    );
+
+    let j = f.finished(&missing).await;
+    assert_eq!((j.status, j.exit_code), (JobStatus::Failed, Some(127)));
+    let log = f.log(&missing);
+    assert!(log.contains("definitely-not-a-command: not found"), "{log}");
+    assert!(
+        log.contains("[crafting-table] exit 127: a command was not found"),
+        "{log}"
+    );
+    assert!(
+        f.worktrees("app").is_empty(),
+        "worktrees removed: {:?}",
+        f.worktrees("app")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subproject_directory_missing_is_a_farm_error() {
+    let p = project_yaml(
+        "app",
+        Path::new("@SOURCE@"),
+        1,
+        &[("no/such/dir", &[("t", "true")])],
+        60,
+    );
+    let f = Farm::new(&[p], 1, 1 << 20);
+    let _loop = f.start();
+    let (id, _) = f.enqueue("app", "no/such/dir", "t");
+    f.runner.wake();
+    let j = f.finished(&id).await;
+    assert_eq!(j.status, JobStatus::Error);
+    assert!(
+        j.error
+            .unwrap()
+            .starts_with("subproject directory `no/such/dir` does not exist at ")
+    );
+    assert!(f.worktrees("app").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subproject_runs_in_its_directory() {
+    let p = project_yaml(
+        "app",
+        Path::new("@SOURCE@"),
+        1,
+        &[(
+            "sub/dir",
+            &[("t", "cat file.txt; echo $CRAFTING_SUBPROJECT")],
+        )],
+        60,
+    );
+    let f = Farm::new(&[p], 1, 1 << 20);
+    let _loop = f.start();
+    let (id, _) = f.enqueue("app", "sub/dir", "t");
+    f.runner.wake();
+    assert_eq!(f.finished(&id).await.status, JobStatus::Succeeded);
+    assert!(f.log(&id).contains("x\nsub/dir\n"));
+}
+
+fn assert_group_gone(pgid: i64) {
+    let left = process::group_members(pgid as i32);
+    assert!(
+        left.is_empty(),
+        "processes of group {pgid} survive: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_kills_the_whole_group() {
+    let f = Farm::new(
+        &one(
+            "app",
+            &[("slow", "sh -c 'sleep 600 & sleep 600 & wait'")],
+            1,
+        ),
+        1,
+        1 << 20,
+    );
+    let _loop = f.start();
+    let (id, _) = f.enqueue("app", ".", "slow");
+    f.runner.wake();
+    let j = f.finished(&id).await;
+    assert_eq!(j.status, JobStatus::TimedOut);
+    assert!(
+        j.error
+            .as_deref()
+            .unwrap()
+            .starts_with("timed out after 1s"),
+        "{j:?}"
+    );
+    assert_group_gone(j.pgid.unwrap());
+    assert!(f.worktrees("app").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn term_ignoring_process_dies_by_sigkill() {
+    let f = Farm::new(
+        &one(
+            "app",
+            &[("stubborn", "trap '' TERM; sleep 600 & sleep 600; wait")],
+            1,
+        ),
+        1,
+        1 << 20,
+    );
+    let _loop = f.start();
+    let (id, _) = f.enqueue("app", ".", "stubborn");
+    f.runner.wake();
+    let j = f.finished(&id).await;
+    assert_eq!(j.status, JobStatus::TimedOut);
+    assert!(
+        j.error
+            .as_deref()
+            .unwrap()
+            .contains("(SIGKILL after grace)"),
+        "{j:?}"
+    );
+    assert_group_gone(j.pgid.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_queued_and_running() {
+    let f = Farm::new(
+        &one(
+            "app",
+            &[("long", "echo started; sleep 600"), ("other", "true")],
+            600,
+        ),
+        1,
+        1 << 20,
+    );
+    // Not dispatching yet: the job stays queued.
+    let (queued, _) = f.enqueue("app", ".", "other");
+    assert_eq!(
+        f.runner.cancel(&queued, "not needed").await.unwrap(),
+        CancelResult::Cancelled
+    );
+    let j = f.job(&queued);
+    assert_eq!(
+        (j.status, j.error.as_deref()),
+        (JobStatus::Cancelled, Some("not needed"))
+    );
+    assert_eq!(
+        f.runner.cancel(&queued, "again").await.unwrap(),
+        CancelResult::AlreadyFinished(JobStatus::Cancelled)
+    );
+    assert_eq!(
+        f.runner.cancel("nope", "x").await.unwrap(),
+        CancelResult::NotFound
+    );
+
+    let _loop = f.start();
+    let (running, _) = f.enqueue("app", ".", "long");
+    f.runner.wake();
+    let j = f
+        .wait_for(&running, "running with a process", |j| {
+            j.pgid.is_some() && f.log(&j.id).contains("started")
+        })
+        .await;
+    assert_eq!(
+        f.runner.cancel(&running, "operator request").await.unwrap(),
+        CancelResult::Stopping
+    );
+    let done = f.finished(&running).await;
+    assert_eq!(
+        (done.status, done.error.as_deref()),
+        (JobStatus::Cancelled, Some("operator request"))
+    );
+    assert_group_gone(j.pgid.unwrap());
+    assert!(
+        f.log(&running)
+            .contains("[crafting-table] cancelled: operator request")
+    );
+    assert!(f.worktrees("app").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_coalescing_under_twenty_jobs() {
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let cmd = format!(
+        "echo start $CRAFTING_PROJECT >> {t}; sleep 0.3; echo end $CRAFTING_PROJECT >> {t}",
+        t = trace.path().display()
+    );
+    let names: Vec<String> = (0..10).map(|i| format!("j{i}")).collect();
+    let cmds: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), cmd.as_str())).collect();
+    let a = project_yaml("alpha", Path::new("@SOURCE@"), 2, &[(".", &cmds)], 60);
+    let b = project_yaml("beta", Path::new("@SOURCE@"), 1, &[(".", &cmds)], 60);
+    let f = Farm::new(&[a, b], 3, 1 << 20);
+    let mut ids = Vec::new();
+    for n in &names {
+        ids.push(f.enqueue("alpha", ".", n).0);
+        ids.push(f.enqueue("beta", ".", n).0);
+    }
+    // An identical job to one still queued is the same job.
+    let (again, coalesced) = f.enqueue("alpha", ".", "j0");
+    assert!(coalesced);
+    assert_eq!(again, ids[0]);
+
+    let _loop = f.start();
+    for id in &ids {
+        assert_eq!(f.finished(id).await.status, JobStatus::Succeeded);
+    }
+    let text = std::fs::read_to_string(trace.path()).unwrap();
+    let (mut total, mut max_total) = (0i32, 0i32);
+    let mut per: std::collections::HashMap<&str, i32> = Default::default();
+    let mut max_per: std::collections::HashMap<&str, i32> = Default::default();
+    for line in text.lines() {
+        let (what, project) = line.split_once(' ').unwrap();
+        let d = if what == "start" { 1 } else { -1 };
+        total += d;
+        *per.entry(project).or_default() += d;
+        max_total = max_total.max(total);
+        let m = max_per.entry(project).or_default();
+        *m = (*m).max(per[project]);
+    }
+    assert_eq!(text.lines().count(), 40);
+    assert_eq!(max_per["alpha"], 2, "alpha's cap is 2 and it is reached");
+    assert_eq!(max_per["beta"], 1, "beta's cap is 1");
+    assert_eq!(max_total, 3, "three workers, all used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_log_is_capped_and_job_finishes() {
+    // 300 MiB of output against a 1 MiB cap.
+    let f = Farm::new(
+        &one(
+            "app",
+            &[(
+                "noisy",
+                "head -c 314572800 /dev/zero | tr '\\0' 'x'; echo; echo done",
+            )],
+            120,
+        ),
+        1,
+        1 << 20,
+    );
+    let _loop = f.start();
+    let (id, _) = f.enqueue("app", ".", "noisy");
+    f.runner.wake();
+    let j = f.finished(&id).await;
+    assert_eq!(j.status, JobStatus::Succeeded);
+    let size = std::fs::metadata(f.tmp.path().join(format!("data/logs/{id}.log")))
+        .unwrap()
+        .len();
+    assert!(size < (1 << 20) + 4096, "log is {size} bytes");
+    let log = f.log(&id);
+    assert!(
+        log.contains("[crafting-table] log truncated at 1048576 bytes"),
+        "marker present"
+    );
+    assert!(log.ends_with("exit 0 after ") || log.contains("[crafting-table] exit 0 after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_hook_does_not_change_the_result() {
+    let f = Farm::new(&one("app", &[("ok", "true")], 60), 1, 1 << 20);
+    let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let s = seen.clone();
+    f.runner.add_hook(Arc::new(move |job, _log, wt| {
+        s.lock().unwrap().push((
+            job.id.clone(),
+            wt.is_some_and(|w| w.join("README.md").exists()),
+        ));
+        Err("parser exploded".to_owned())
+    }));
+    let _loop = f.start();
+    let (id, _) = f.enqueue("app", ".", "ok");
+    f.runner.wake();
+    assert_eq!(f.finished(&id).await.status, JobStatus::Succeeded);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(id, true)],
+        "hook saw the worktree before removal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_remote_is_a_farm_error() {
+    let p = "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: /nonexistent/repo.git\n  subprojects:\n    - path: .\n      test: 'true'\n".to_owned();
+    let f = Farm::new(&[p], 1, 1 << 20);
+    let _loop = f.start();
+    let (id, _) = f.enqueue("app", ".", "test");
+    f.runner.wake();
+    let j = f.finished(&id).await;
+    assert_eq!(j.status, JobStatus::Error);
+    assert!(
+        j.error
+            .unwrap()
+            .starts_with("cannot check out /nonexistent/repo.git at `main`")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_fails_orphans_and_kills_their_group() {
+    let f = Farm::new(&one("app", &[("ok", "true")], 60), 1, 1 << 20);
+    let (id, _) = f.enqueue("app", ".", "ok");
+    // Stage what a crash leaves: a running job with a live process group.
+    let mut child = std::process::Command::new("setsid")
+        .args(["sh", "-c", "sleep 600 & sleep 600; wait"])
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let start = loop {
+        if let Some(p) = process::proc_info(pid).filter(|p| p.pgrp == pid) {
+            break p.start_time;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    {
+        let l = f.ledger.lock().unwrap();
+        assert!(l.claim_job(&id, "x", 1).unwrap());
+        l.set_job_process(&id, pid.into(), start as i64).unwrap();
+    }
+    assert_eq!(f.runner.sweep().await.unwrap(), 1);
+    let _ = child.wait();
+    let j = f.job(&id);
+    assert_eq!(
+        (j.status, j.exit_code, j.error.as_deref()),
+        (
+            JobStatus::Failed,
+            Some(-1),
+            Some("runner restart, job orphaned")
+        )
+    );
+    assert!(
+        f.log(&id)
+            .ends_with("[crafting-table] runner restart, job orphaned\n")
+    );
+    assert_group_gone(pid.into());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_never_kills_a_reused_pid() {
+    let f = Farm::new(&one("app", &[("ok", "true")], 60), 1, 1 << 20);
+    let (id, _) = f.enqueue("app", ".", "ok");
+    let mut child = std::process::Command::new("setsid")
+        .args(["sleep", "600"])
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let real = loop {
+        if let Some(p) = process::proc_info(pid).filter(|p| p.pgrp == pid) {
+            break p.start_time;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    {
+        let l = f.ledger.lock().unwrap();
+        l.claim_job(&id, "x", 1).unwrap();
+        // The recorded start time differs: this pid now belongs to someone else.
+        l.set_job_process(&id, pid.into(), real as i64 - 1).unwrap();
+    }
+    f.runner.sweep().await.unwrap();
+    assert!(
+        process::proc_info(pid).is_some_and(|p| p.state != 'Z'),
+        "unrelated process left alone"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+}
