@@ -76,7 +76,7 @@ impl Farm {
         );
         Farm {
             tmp,
-            source,
+            _source: source,
             ledger,
             runner,
         }
