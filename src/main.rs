@@ -21,6 +21,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the farm: API, registry watcher and reconciler, scheduler, runner, gc.
+    ///
+    /// Configuration comes from CRAFTING_* environment variables and the optional
+    /// TOML file named by CRAFTING_CONFIG (see the README). Stops cleanly on SIGINT or
+    /// SIGTERM; exits non-zero if any part of the farm stops.
+    Serve,
     /// Check every manifest under DIR and print each problem as path:line:col: message.
     ///
     /// Exits 0 when every manifest is valid, 1 when any is not.
@@ -45,11 +51,37 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve => serve(),
         Command::Validate { dir } => validate(dir),
         Command::Plan { dir } => plan(dir),
+    }
+}
+
+fn serve() -> ExitCode {
+    let cfg = match load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crafting-table: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(crafting_table::serve::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crafting-table: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

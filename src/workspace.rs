@@ -59,6 +59,12 @@ impl Workspace {
         self.root.join(project).join(".cache")
     }
 
+    /// A directory kept between the project's jobs (build caches such as
+    /// `CARGO_TARGET_DIR`), given to jobs as `CRAFTING_CACHE_DIR`.
+    pub fn cache_dir(&self, project: &str) -> PathBuf {
+        self.root.join(project).join(".shared")
+    }
+
     /// Where the worktree of `job_id` goes.
     pub fn worktree_path(&self, project: &str, job_id: &str) -> PathBuf {
         self.root.join(project).join(job_id)
@@ -181,7 +187,7 @@ impl Workspace {
             if let Ok(entries) = std::fs::read_dir(p.path()) {
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    if name == ".cache" || active.contains(&name) {
+                    if name.starts_with('.') || active.contains(&name) {
                         continue;
                     }
                     if e.path().is_dir() && age(&e.path()) >= max_age {

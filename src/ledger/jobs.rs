@@ -442,3 +442,33 @@ impl Ledger {
         Ok(n == 1)
     }
 }
+
+impl Ledger {
+    /// For finished jobs, by status: (status, count, total run time in ms).
+    pub fn job_duration_stats(&self) -> Result<Vec<(JobStatus, i64, i64)>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT status, COUNT(*), COALESCE(SUM(finished_at - started_at), 0) FROM jobs
+                 WHERE finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY status",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (s, n, sum) = row.map_err(|e| self.err(e))?;
+            if let Some(s) = JobStatus::parse(&s) {
+                out.push((s, n, sum));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -137,6 +137,7 @@ CREATE INDEX jobs_by_run_key ON jobs (project_name, subproject, recipe, finished
 CREATE TABLE findings (
     id              INTEGER PRIMARY KEY,
     job_id          TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    tool            TEXT NOT NULL DEFAULT '',
     kind            TEXT NOT NULL,
     severity        TEXT NOT NULL,
     file            TEXT,

@@ -4,14 +4,18 @@
 //! binary without touching it, turns on WAL (`synchronous=NORMAL`), foreign keys and
 //! a busy timeout, then applies the missing [`migrations`] in order.
 
+mod findings;
 mod jobs;
 pub mod migrations;
 mod objects;
 mod schedules;
+mod tokens;
 
+pub use findings::*;
 pub use jobs::*;
 pub use objects::*;
 pub use schedules::*;
+pub use tokens::*;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

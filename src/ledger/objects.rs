@@ -384,3 +384,58 @@ fn write_registry_status(
     )
     .map(|_| ())
 }
+
+impl Ledger {
+    /// One project by name.
+    pub fn get_project(&self, name: &str) -> Result<Option<StoredObject>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT name, spec_json, source, manifest_file, manifest_revision, owner_token, retired_at
+                 FROM projects WHERE name = ?1",
+                params![name],
+                |r| {
+                    Ok(StoredObject {
+                        kind: Kind::Project,
+                        name: r.get(0)?,
+                        spec: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+                        source: if r.get::<_, String>(2)? == "api" { Source::Api } else { Source::Registry },
+                        manifest_file: r.get(3)?,
+                        manifest_revision: r.get(4)?,
+                        owner_token: r.get(5)?,
+                        retired_at: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Replaces the spec of an API project; `false` when there is no such project.
+    pub fn update_api_project(
+        &self,
+        name: &str,
+        spec: &serde_json::Value,
+        now: i64,
+    ) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE projects SET spec_json = ?2, updated_at = ?3 WHERE name = ?1 AND source = 'api'",
+                params![name, spec.to_string(), now],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Deletes an API project with its jobs, findings and patch attempts.
+    pub fn delete_api_project(&self, name: &str) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM projects WHERE name = ?1 AND source = 'api'",
+                params![name],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+}

@@ -6,6 +6,7 @@
 //! look again ([`Next`]); the loop in `serve` only waits for that time or for a
 //! trigger (file event, webhook, API call), whichever comes first.
 
+pub mod looped;
 pub mod plan;
 
 use std::collections::BTreeMap;

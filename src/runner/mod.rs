@@ -466,6 +466,9 @@ impl Runner {
             env.insert("CRAFTING_RECIPE".into(), job.recipe.clone());
             env.insert("CRAFTING_SUBPROJECT".into(), resolved.subproject.clone());
             env.insert("CRAFTING_SHA".into(), checkout.sha.clone());
+            let cache = self.inner.workspace.cache_dir(&job.project);
+            let _ = std::fs::create_dir_all(&cache);
+            env.insert("CRAFTING_CACHE_DIR".into(), cache.display().to_string());
             process::append_log_line(&log, &format!("$ {}", resolved.command));
             let spec = process::ProcessSpec {
                 command: resolved.command.clone(),

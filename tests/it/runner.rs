@@ -144,7 +144,7 @@ impl Farm {
                     .collect()
             })
             .unwrap_or_default();
-        v.retain(|n| n != ".cache");
+        v.retain(|n| !n.starts_with('.'));
         v
     }
 

@@ -1,0 +1,368 @@
+//! Farm-level routes: health, metrics, tokens, the registry and its webhook.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use super::auth::{Admin, Caller, hash_bearer, mint_bearer};
+use super::jobs::rfc3339;
+use super::{ApiError, ApiJson, AppState, now_ms, ok};
+use crate::ledger::JobStatus;
+use crate::runner::with_ledger;
+
+/// `GET /healthz`: no bearer, LAN only.
+pub async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let (counts, status) = with_ledger(&state.ledger, |l| {
+        Ok((l.job_counts()?, l.registry_status()?))
+    })
+    .await?;
+    let count = |s: JobStatus| counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
+    Ok(ok(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "workers": state.runner.workers(),
+        "queued": count(JobStatus::Queued),
+        "running": count(JobStatus::Running),
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "registry_revision": status.and_then(|s| s.revision),
+    })))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let (counts, durations) = with_ledger(&state.ledger, |l| {
+        Ok((l.job_counts()?, l.job_duration_stats()?))
+    })
+    .await?;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP crafting_jobs Jobs in the ledger, by status.");
+    let _ = writeln!(out, "# TYPE crafting_jobs gauge");
+    for s in JobStatus::ALL {
+        let n = counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "crafting_jobs{{status=\"{}\"}} {n}", s.as_str());
+    }
+    let queued = counts
+        .iter()
+        .find(|(k, _)| *k == JobStatus::Queued)
+        .map_or(0, |(_, n)| *n);
+    let _ = writeln!(
+        out,
+        "# HELP crafting_queue_depth Jobs waiting for a worker."
+    );
+    let _ = writeln!(out, "# TYPE crafting_queue_depth gauge");
+    let _ = writeln!(out, "crafting_queue_depth {queued}");
+    let _ = writeln!(
+        out,
+        "# HELP crafting_job_duration_seconds Run time of finished jobs, by status."
+    );
+    let _ = writeln!(out, "# TYPE crafting_job_duration_seconds summary");
+    for (s, count, sum_ms) in &durations {
+        let _ = writeln!(
+            out,
+            "crafting_job_duration_seconds_sum{{status=\"{}\"}} {:.3}",
+            s.as_str(),
+            *sum_ms as f64 / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "crafting_job_duration_seconds_count{{status=\"{}\"}} {count}",
+            s.as_str()
+        );
+    }
+    let m = &state.metrics;
+    let _ = writeln!(
+        out,
+        "# HELP crafting_reconciles_total Registry reconciles, by result."
+    );
+    let _ = writeln!(out, "# TYPE crafting_reconciles_total counter");
+    let _ = writeln!(
+        out,
+        "crafting_reconciles_total{{result=\"ok\"}} {}",
+        m.reconciles_ok.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "crafting_reconciles_total{{result=\"error\"}} {}",
+        m.reconciles_failed.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP crafting_reconcile_duration_seconds Duration of the last reconcile."
+    );
+    let _ = writeln!(out, "# TYPE crafting_reconcile_duration_seconds gauge");
+    let _ = writeln!(
+        out,
+        "crafting_reconcile_duration_seconds {:.6}",
+        m.last_reconcile_us.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "# HELP crafting_manifest_errors Manifest errors in the last reconcile."
+    );
+    let _ = writeln!(out, "# TYPE crafting_manifest_errors gauge");
+    let _ = writeln!(
+        out,
+        "crafting_manifest_errors {}",
+        m.manifest_errors.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# HELP crafting_workers Configured concurrent jobs.");
+    let _ = writeln!(out, "# TYPE crafting_workers gauge");
+    let _ = writeln!(out, "crafting_workers {}", state.runner.workers());
+    let _ = writeln!(
+        out,
+        "# HELP crafting_uptime_seconds Seconds since the farm started."
+    );
+    let _ = writeln!(out, "# TYPE crafting_uptime_seconds gauge");
+    let _ = writeln!(
+        out,
+        "crafting_uptime_seconds {}",
+        state.started.elapsed().as_secs()
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
+}
+
+/// Body of `POST /admin/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintBody {
+    name: String,
+    #[serde(default)]
+    is_admin: bool,
+    #[serde(default)]
+    ip_cidrs: Vec<String>,
+}
+
+fn valid_token_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// `POST /admin/tokens`: the bearer is in this response and nowhere else, ever.
+pub async fn mint_token(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(body): ApiJson<MintBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    if !valid_token_name(&body.name) {
+        return Err(ApiError::invalid(format!(
+            "name `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`",
+            body.name
+        )));
+    }
+    let mut cidrs = Vec::new();
+    for c in &body.ip_cidrs {
+        let net = c
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| ApiError::invalid(format!("ip_cidrs: `{c}` is not a CIDR network")))?;
+        cidrs.push(net.to_string());
+    }
+    let bearer = mint_bearer()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+    let hash = hash_bearer(&bearer);
+    let (name, is_admin, c2) = (body.name.clone(), body.is_admin, cidrs.clone());
+    let inserted = with_ledger(&state.ledger, move |l| {
+        l.insert_token(&name, &hash, is_admin, &c2, now_ms())
+    })
+    .await?;
+    if !inserted {
+        return Err(ApiError::conflict(format!(
+            "a token named `{}` exists (or existed)",
+            body.name
+        )));
+    }
+    tracing::info!(by = %admin.name, token = %body.name, is_admin = body.is_admin, "token minted");
+    Ok((
+        StatusCode::CREATED,
+        ok(serde_json::json!({
+            "name": body.name,
+            "bearer": bearer,
+            "is_admin": body.is_admin,
+            "ip_cidrs": cidrs,
+        })),
+    ))
+}
+
+/// `GET /admin/tokens`.
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let tokens = with_ledger(&state.ledger, |l| l.list_tokens()).await?;
+    let list: Vec<serde_json::Value> = tokens
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "is_admin": t.is_admin,
+                "ip_cidrs": t.ip_cidrs,
+                "created_at": rfc3339(t.created_at),
+                "revoked": t.revoked_at.is_some(),
+                "revoked_at": t.revoked_at.map(rfc3339),
+            })
+        })
+        .collect();
+    Ok(ok(serde_json::json!({"tokens": list})))
+}
+
+/// `DELETE /admin/tokens/{name}`: the token fails on its very next request.
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let n = name.clone();
+    if !with_ledger(&state.ledger, move |l| l.revoke_token(&n, now_ms())).await? {
+        return Err(ApiError::not_found(format!("no live token `{name}`")));
+    }
+    Ok(ok(serde_json::json!({"revoked": name})))
+}
+
+/// `GET /registry`.
+pub async fn registry(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    let (status, manifests) = with_ledger(&state.ledger, |l| {
+        Ok((l.registry_status()?, l.manifest_statuses()?))
+    })
+    .await?;
+    let status = status.unwrap_or_default();
+    let manifests: Vec<serde_json::Value> = manifests
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "file": m.file,
+                "kind": if m.kind.is_empty() { None } else { Some(&m.kind) },
+                "name": if m.name.is_empty() { None } else { Some(&m.name) },
+                "revision_applied": m.revision_applied,
+                "error": m.last_error.as_ref().map(|e| serde_json::json!({
+                    "message": e, "line": m.error_line, "col": m.error_col,
+                })),
+            })
+        })
+        .collect();
+    Ok(ok(serde_json::json!({
+        "source": status.source,
+        "revision": status.revision,
+        "last_attempt_at": status.last_attempt_at.map(rfc3339),
+        "last_success_at": status.last_success_at.map(rfc3339),
+        "duration_ms": status.duration_ms,
+        "last_error": status.last_error,
+        "counts": status.counts,
+        "manifests": manifests,
+    })))
+}
+
+/// `POST /registry/reconcile` (admin): reconciles now and answers with the outcome.
+pub async fn reconcile_now(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    match state.reconcile.run_now().await {
+        Ok(o) => Ok(ok(serde_json::json!({
+            "revision": o.revision,
+            "created": o.plan.count(|a| matches!(a, crate::reconciler::Action::Create)),
+            "updated": o.plan.count(|a| matches!(a, crate::reconciler::Action::Update(_))),
+            "retired": o.plan.count(|a| matches!(a, crate::reconciler::Action::Retire)),
+            "unchanged": o.plan.count(|a| matches!(a, crate::reconciler::Action::Unchanged)),
+            "errors": o.diagnostics.iter()
+                .filter(|d| d.severity == crate::manifest::Severity::Error)
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        }))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "registry_unreachable",
+            e,
+        )),
+    }
+}
+
+/// Checks a Gitea (`X-Gitea-Signature`: hex) or GitHub (`X-Hub-Signature-256`:
+/// `sha256=` + hex) HMAC-SHA256 of `body`, in constant time.
+pub fn verify_signature(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256="))
+        .or_else(|| {
+            headers
+                .get("x-gitea-signature")
+                .and_then(|v| v.to_str().ok())
+        });
+    let Some(sig) = sig else { return false };
+    let Some(bytes) = decode_hex(sig.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&bytes).is_ok()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// `POST /hooks/registry`: a signed push webhook starts a reconcile.
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(secret) = state.config.webhook_secret.as_deref() else {
+        return Err(ApiError::not_found(
+            "no such route (set CRAFTING_WEBHOOK_SECRET to enable the registry webhook)",
+        ));
+    };
+    if !verify_signature(secret, &headers, &body) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "missing or wrong X-Gitea-Signature / X-Hub-Signature-256",
+        ));
+    }
+    // A push to another branch of the registry repository changes nothing here.
+    let pushed = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["ref"].as_str().map(str::to_owned));
+    if let Some(r) = pushed
+        && r.starts_with("refs/heads/")
+        && r != format!("refs/heads/{}", state.config.registry_branch)
+    {
+        return Ok((
+            StatusCode::ACCEPTED,
+            ok(
+                serde_json::json!({"reconcile": false, "reason": format!("push to {r}, not the registry branch")}),
+            ),
+        ));
+    }
+    state.reconcile.kick();
+    Ok((
+        StatusCode::ACCEPTED,
+        ok(serde_json::json!({"reconcile": true})),
+    ))
+}

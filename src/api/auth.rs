@@ -1,0 +1,212 @@
+//! Who may call: the LAN allowlist (before anything else), bearer tokens (stored
+//! hashed), per-token networks, and what a token may see.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, AppState};
+use crate::ledger::{Ledger, LedgerError, Source, StoredObject};
+use crate::runner::with_ledger;
+
+/// A new random bearer: `ct_` and 32 random bytes in hex.
+pub fn mint_bearer() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness available: {e}"))?;
+    Ok(format!(
+        "ct_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
+
+/// The stored form of a bearer.
+pub fn hash_bearer(bearer: &str) -> String {
+    Sha256::digest(bearer.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// On first boot (no token at all), mints the admin bearer and writes it to `path`
+/// with mode 0600. Never regenerates while any token exists. Returns whether it
+/// minted one.
+pub fn ensure_admin_token(ledger: &Ledger, path: &Path) -> Result<bool, String> {
+    let count = ledger.token_count().map_err(|e| e.to_string())?;
+    if count > 0 {
+        return Ok(false);
+    }
+    let bearer = mint_bearer()?;
+    // The file first, then the row: a crash in between leaves no token, so the next
+    // start mints again and rewrites the file; never a token nobody can read.
+    write_secret(path, &bearer).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    ledger
+        .insert_token("admin", &hash_bearer(&bearer), true, &[], super::now_ms())
+        .map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Normalises `::ffff:a.b.c.d` to the IPv4 address it carries.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Refuses connections from outside `CRAFTING_LAN_CIDRS` before anything else.
+pub async fn lan_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| canonical_ip(c.0.ip()));
+    let allowed = peer.is_some_and(|ip| state.config.lan_cidrs.iter().any(|n| n.contains(&ip)));
+    if !allowed {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_on_lan",
+            "connections are accepted only from the networks in CRAFTING_LAN_CIDRS",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Token name.
+    pub name: String,
+    /// Whether it is an admin token.
+    pub is_admin: bool,
+}
+
+impl Caller {
+    /// Whether this caller may see `project`.
+    pub fn can_see(&self, project: &StoredObject) -> bool {
+        if self.is_admin {
+            return true;
+        }
+        match project.source {
+            Source::Api => project.owner_token.as_deref() == Some(self.name.as_str()),
+            Source::Registry => project.spec["owners"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|v| v.as_str() == Some(self.name.as_str()))),
+        }
+    }
+
+    /// The projects this caller may see (`None` for admins: all).
+    pub fn visible_projects(&self, ledger: &Ledger) -> Result<Option<Vec<String>>, LedgerError> {
+        if self.is_admin {
+            return Ok(None);
+        }
+        Ok(Some(
+            ledger
+                .snapshot()?
+                .values()
+                .filter(|o| o.kind == crate::manifest::Kind::Project && self.can_see(o))
+                .map(|o| o.name.clone())
+                .collect(),
+        ))
+    }
+}
+
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>` header"))?;
+        let bearer = header
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let hash = hash_bearer(bearer);
+        let token = with_ledger(&state.ledger, move |l| l.token_by_hash(&hash))
+            .await?
+            .ok_or_else(|| unauthorized("unknown or revoked token"))?;
+        if !token.ip_cidrs.is_empty() {
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| canonical_ip(c.0.ip()));
+            let ok = peer.is_some_and(|ip| {
+                token
+                    .ip_cidrs
+                    .iter()
+                    .filter_map(|c| c.parse::<ipnet::IpNet>().ok())
+                    .any(|n| n.contains(&ip))
+            });
+            if !ok {
+                return Err(unauthorized("this token may not be used from this address"));
+            }
+        }
+        Ok(Caller {
+            name: token.name,
+            is_admin: token.is_admin,
+        })
+    }
+}
+
+/// A caller that must be an admin (403 otherwise: admin routes are not objects
+/// whose existence could leak).
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let c = Caller::from_request_parts(parts, state).await?;
+        if !c.is_admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_only",
+                "this route needs an admin token",
+            ));
+        }
+        Ok(Admin(c))
+    }
+}

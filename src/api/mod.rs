@@ -1,0 +1,288 @@
+//! The HTTP API: the original system's paths and JSON shapes plus the GitOps
+//! additions. Handlers translate between the wire and the library; they own their
+//! wire types, so internal renames never change the API silently.
+//!
+//! Every error is `{"ok": false, "error": {"code", "message"}}` — malformed JSON,
+//! wrong types, unknown fields, bad query values, unknown routes and methods
+//! included. Objects a token may not see are 404, never 403.
+
+mod admin;
+mod auth;
+mod jobs;
+pub mod openapi;
+mod projects;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use auth::{ensure_admin_token, hash_bearer, mint_bearer};
+
+use crate::config::Config;
+use crate::ledger::LedgerError;
+use crate::reconciler::looped::Trigger;
+use crate::runner::{Runner, SharedLedger};
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The ledger.
+    pub ledger: SharedLedger,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The runner (enqueue wake-ups, cancel, stats).
+    pub runner: Runner,
+    /// Asks the reconcile loop to run.
+    pub reconcile: Trigger,
+    /// Process start, for uptime.
+    pub started: Instant,
+    /// Reconcile figures for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Counters the API exposes in `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Reconciles that applied.
+    pub reconciles_ok: std::sync::atomic::AtomicU64,
+    /// Reconciles that failed to read the registry.
+    pub reconciles_failed: std::sync::atomic::AtomicU64,
+    /// Duration of the last reconcile, in microseconds.
+    pub last_reconcile_us: std::sync::atomic::AtomicU64,
+    /// Manifest errors in the last reconcile.
+    pub manifest_errors: std::sync::atomic::AtomicU64,
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with a status, a machine code and a message for people.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 404 for anything the caller may not see or that does not exist.
+    pub fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// 400 with a message.
+    pub fn bad_request(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", msg)
+    }
+
+    /// 422 with a message.
+    pub fn invalid(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", msg)
+    }
+
+    /// 409 with a message.
+    pub fn conflict(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", msg)
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        tracing::error!(error = %e, "ledger error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the farm's log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "ok": false,
+            "error": {"code": self.code, "message": self.message},
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// JSON body extractor whose rejections are JSON errors (400 malformed, 413 too
+/// large, 415 wrong content type, 422 wrong types or unknown fields).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> ApiError {
+    let status = rej.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+        _ => "bad_request",
+    };
+    let msg = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!("request body is larger than {BODY_LIMIT} bytes"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            "send the body as JSON with `content-type: application/json`".to_owned()
+        }
+        _ => rej.body_text(),
+    };
+    ApiError::new(status, code, msg)
+}
+
+/// Query extractor whose rejections are JSON 400s.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(rej) => Err(query_rejection(rej)),
+        }
+    }
+}
+
+fn query_rejection(rej: QueryRejection) -> ApiError {
+    ApiError::bad_request(rej.body_text())
+}
+
+/// `{"ok": true, ...}` with the given fields.
+pub fn ok(fields: serde_json::Value) -> Json<serde_json::Value> {
+    let mut obj = serde_json::Map::new();
+    obj.insert("ok".into(), true.into());
+    if let serde_json::Value::Object(m) = fields {
+        obj.extend(m);
+    }
+    Json(serde_json::Value::Object(obj))
+}
+
+/// Serialises a value into JSON, mapping the (impossible) failure to a 500.
+pub fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// Milliseconds now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Every route: (method, path) as in the OpenAPI document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("post", "/admin/tokens"),
+    ("get", "/admin/tokens"),
+    ("delete", "/admin/tokens/{name}"),
+    ("post", "/projects"),
+    ("get", "/projects"),
+    ("get", "/projects/{name}"),
+    ("put", "/projects/{name}"),
+    ("delete", "/projects/{name}"),
+    ("post", "/projects/{name}/jobs"),
+    ("get", "/jobs"),
+    ("get", "/jobs/{id}"),
+    ("get", "/jobs/{id}/log"),
+    ("get", "/jobs/{id}/findings"),
+    ("post", "/jobs/{id}/cancel"),
+    ("post", "/jobs/{id}/patches"),
+    ("get", "/patches"),
+    ("get", "/patches/{id}"),
+    ("get", "/registry"),
+    ("post", "/registry/reconcile"),
+    ("post", "/hooks/registry"),
+];
+
+/// The router with every route, the LAN check, the body limit and JSON fallbacks.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/metrics", get(admin::metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .route(
+            "/admin/tokens",
+            post(admin::mint_token).get(admin::list_tokens),
+        )
+        .route("/admin/tokens/{name}", delete(admin::revoke_token))
+        .route("/projects", post(projects::create).get(projects::list))
+        .route(
+            "/projects/{name}",
+            get(projects::detail)
+                .put(projects::update)
+                .delete(projects::remove),
+        )
+        .route("/projects/{name}/jobs", post(jobs::enqueue))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{id}", get(jobs::detail))
+        .route("/jobs/{id}/log", get(jobs::log))
+        .route("/jobs/{id}/findings", get(jobs::findings))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/patches", post(jobs::patch))
+        .route("/patches", get(jobs::list_patches))
+        .route("/patches/{id}", get(jobs::patch_detail))
+        .route("/registry", get(admin::registry))
+        .route("/registry/reconcile", post(admin::reconcile_now))
+        .route("/hooks/registry", post(admin::webhook))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        });
+    api.layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::lan_only,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

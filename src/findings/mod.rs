@@ -1,0 +1,274 @@
+//! Findings: from a finished job's log to stored findings.
+//!
+//! After each job the runner calls the hook [`install`] registers: the log goes
+//! through [`crate::parsers`], each finding's path is made relative to the
+//! repository root, it gets its fingerprint and a `location_hash` (from the flagged
+//! source line, read from the worktree before it is removed), and it is compared
+//! with the previous finished run of the same (project, subproject, recipe):
+//! `new` or `unchanged`, plus the list of fingerprints that were `fixed`.
+//!
+//! Fingerprinting, path normalisation, the baseline comparison and SARIF rendering
+//! are pure.
+
+pub mod sarif;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::ledger::{Finding, Job, JobStatus, NewFinding};
+use crate::parsers::{self, RawFinding};
+use crate::runner::{Runner, SharedLedger};
+
+/// Makes a tool's path relative to the repository root. `worktree` is the job's
+/// checkout, `subproject` the directory the command ran in (relative), `exists`
+/// answers whether a repository-relative path exists.
+pub fn normalize_path(
+    file: &str,
+    worktree: &str,
+    subproject: &str,
+    exists: &dyn Fn(&str) -> bool,
+) -> String {
+    let clean = |p: &str| -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        for c in p.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        parts.join("/")
+    };
+    let root = worktree.trim_end_matches('/');
+    if let Some(rest) = file.strip_prefix(root).filter(|r| r.starts_with('/')) {
+        return clean(rest);
+    }
+    if file.starts_with('/') {
+        // Outside the checkout (a dependency in the cargo registry, a system header).
+        return file.to_owned();
+    }
+    let rel = clean(file);
+    if subproject == "." || subproject.is_empty() {
+        return rel;
+    }
+    let under = clean(&format!("{subproject}/{file}"));
+    if exists(&under) || !exists(&rel) {
+        under
+    } else {
+        rel
+    }
+}
+
+/// A hash of the flagged line's text (whitespace-normalised) with the kind and
+/// code: it survives lines being inserted above the finding.
+pub fn location_hash(kind: &str, code: Option<&str>, line_text: &str) -> String {
+    let norm: String = line_text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = format!("{kind}|{}|{norm}", code.unwrap_or(""));
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Marks each finding `new` or `unchanged` against the previous run's findings and
+/// returns the fingerprints that disappeared (`fixed`). A finding is unchanged when
+/// its fingerprint was there before, or — when it moved — its location hash was.
+pub fn compare(current: &mut [NewFinding], previous: Option<&[Finding]>) -> Vec<String> {
+    let Some(previous) = previous else {
+        for f in current.iter_mut() {
+            f.baseline_state = Some("new".into());
+        }
+        return Vec::new();
+    };
+    let prev_fp: HashSet<&str> = previous.iter().map(|f| f.f.fingerprint.as_str()).collect();
+    let prev_loc: HashSet<&str> = previous
+        .iter()
+        .filter_map(|f| f.f.location_hash.as_deref())
+        .collect();
+    let mut matched_fp: HashSet<String> = HashSet::new();
+    let mut matched_loc: HashSet<String> = HashSet::new();
+    for f in current.iter_mut() {
+        let by_fp = prev_fp.contains(f.fingerprint.as_str());
+        let by_loc = f
+            .location_hash
+            .as_deref()
+            .is_some_and(|h| prev_loc.contains(h));
+        f.baseline_state = Some(if by_fp || by_loc { "unchanged" } else { "new" }.into());
+        if by_fp {
+            matched_fp.insert(f.fingerprint.clone());
+        }
+        if let Some(h) = &f.location_hash
+            && by_loc
+        {
+            matched_loc.insert(h.clone());
+        }
+    }
+    let mut fixed: Vec<String> = previous
+        .iter()
+        .filter(|p| {
+            !matched_fp.contains(&p.f.fingerprint)
+                && !p
+                    .f
+                    .location_hash
+                    .as_ref()
+                    .is_some_and(|h| matched_loc.contains(h))
+        })
+        .map(|p| p.f.fingerprint.clone())
+        .collect();
+    fixed.sort();
+    fixed.dedup();
+    fixed
+}
+
+/// Turns a parser's findings into storable ones for a job checked out in
+/// `worktree` (read for location hashes).
+pub fn prepare(raw: Vec<RawFinding>, worktree: Option<&Path>, subproject: &str) -> Vec<NewFinding> {
+    let wt = worktree
+        .map(|w| w.display().to_string())
+        .unwrap_or_default();
+    let exists = |rel: &str| worktree.is_some_and(|w| w.join(rel).exists());
+    let mut cache: std::collections::HashMap<String, Option<Vec<String>>> = Default::default();
+    raw.into_iter()
+        .map(|r| {
+            let file = r
+                .file
+                .as_deref()
+                .map(|f| normalize_path(f, &wt, subproject, &exists));
+            let fingerprint = fingerprint(&r.kind, file.as_deref(), r.line, r.code.as_deref());
+            let location_hash = match (&file, r.line, worktree) {
+                (Some(f), Some(line), Some(w)) if line >= 1 && !f.starts_with('/') => {
+                    let lines = cache.entry(f.clone()).or_insert_with(|| {
+                        std::fs::read_to_string(w.join(f))
+                            .ok()
+                            .map(|t| t.lines().map(str::to_owned).collect())
+                    });
+                    lines
+                        .as_ref()
+                        .and_then(|l| l.get(usize::try_from(line - 1).ok()?))
+                        .map(|text| location_hash(&r.kind, r.code.as_deref(), text))
+                }
+                _ => None,
+            };
+            NewFinding {
+                tool: r.tool,
+                kind: r.kind,
+                severity: r.severity,
+                file,
+                line: r.line,
+                col: r.col,
+                code: r.code,
+                message: r.message,
+                suggested_fix: r.suggested_fix,
+                fingerprint,
+                location_hash,
+                baseline_state: None,
+                raw_json: r.raw_json,
+            }
+        })
+        .collect()
+}
+
+/// Processes one finished job: parse, prepare, compare, store.
+pub fn process_job(
+    ledger: &SharedLedger,
+    job: &Job,
+    log_path: &Path,
+    worktree: Option<&Path>,
+) -> Result<usize, String> {
+    if matches!(job.status, JobStatus::Cancelled | JobStatus::Error) {
+        return Ok(0);
+    }
+    let bytes = std::fs::read(log_path).map_err(|e| format!("cannot read log: {e}"))?;
+    let log = String::from_utf8_lossy(&bytes);
+    let language = job.recipe_snapshot["language"].as_str();
+    let parsed = parsers::parse(&parsers::Input {
+        language,
+        recipe: &job.recipe,
+        exit_code: job.exit_code,
+        timed_out: job.status == JobStatus::TimedOut,
+        log: &log,
+    });
+    if parsed.skipped > 0 {
+        tracing::info!(job = %job.id, skipped = parsed.skipped, "unreadable tool records skipped");
+    }
+    let mut findings = prepare(parsed.findings, worktree, &job.subproject);
+    let mut l = match ledger.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let previous = l
+        .previous_run(&job.project, &job.subproject, &job.recipe, &job.id)
+        .map_err(|e| e.to_string())?;
+    let prev_findings = match &previous {
+        Some(id) => Some(l.findings_of_job(id).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let fixed = compare(&mut findings, prev_findings.as_deref());
+    let n = findings.len();
+    l.store_findings(
+        &job.id,
+        &findings,
+        &fixed,
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// Registers the findings pipeline as an after-job hook of `runner`.
+pub fn install(runner: &Runner, ledger: SharedLedger) {
+    runner.add_hook(std::sync::Arc::new(move |job, log, worktree| {
+        process_job(&ledger, job, log, worktree).map(|_| ())
+    }));
+}
+
+/// The original system's fingerprint: 16 hex characters of SHA-256 over
+/// `kind|file|line|code` — not the message, whose wording drifts between tool
+/// versions.
+pub fn fingerprint(
+    kind: &str,
+    file: Option<&str>,
+    line: Option<i64>,
+    code: Option<&str>,
+) -> String {
+    let text = format!(
+        "{kind}|{}|{}|{}",
+        file.unwrap_or(""),
+        line.map(|l| l.to_string()).unwrap_or_default(),
+        code.unwrap_or("")
+    );
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_16_hex_and_ignores_nothing_but_message() {
+        let a = fingerprint("lint", Some("src/app.py"), Some(3), Some("F401"));
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(
+            a,
+            fingerprint("lint", Some("src/app.py"), Some(3), Some("F401"))
+        );
+        assert_ne!(
+            a,
+            fingerprint("lint", Some("src/app.py"), Some(4), Some("F401"))
+        );
+        assert_ne!(
+            a,
+            fingerprint("cve", Some("src/app.py"), Some(3), Some("F401"))
+        );
+    }
+}

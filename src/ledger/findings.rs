@@ -1,0 +1,255 @@
+//! Findings and patch attempts in the ledger.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Ledger, LedgerError};
+
+/// A finding to store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NewFinding {
+    /// The tool that reported it (`clippy`, `ruff`, `cargo-audit`, …).
+    pub tool: String,
+    /// `lint`, `cve`, `test_fail`, `recipe_fail`, `advisory`.
+    pub kind: String,
+    /// `error`, `warn`, `info`.
+    pub severity: String,
+    /// File relative to the repository root.
+    pub file: Option<String>,
+    /// 1-based line.
+    pub line: Option<i64>,
+    /// 1-based column.
+    pub col: Option<i64>,
+    /// Rule, advisory id or test name.
+    pub code: Option<String>,
+    /// What the tool said.
+    pub message: String,
+    /// A fix, when the tool knows one.
+    pub suggested_fix: Option<String>,
+    /// 16-hex hash over `kind|file|line|code`.
+    pub fingerprint: String,
+    /// Hash of the flagged source line(s), to follow a finding that moved.
+    pub location_hash: Option<String>,
+    /// `new` or `unchanged` against the previous run.
+    pub baseline_state: Option<String>,
+    /// The tool's own record, as JSON text.
+    pub raw_json: Option<String>,
+}
+
+/// A stored finding.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// Row id.
+    pub id: i64,
+    /// Job it belongs to.
+    pub job_id: String,
+    /// Everything else.
+    #[serde(flatten)]
+    pub f: NewFinding,
+    /// Stored (ms).
+    pub created_at: i64,
+}
+
+/// A patch attempt row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PatchAttempt {
+    /// Row id.
+    pub id: i64,
+    /// Finding it tries to fix.
+    pub finding_id: i64,
+    /// Job the finding came from.
+    pub job_id: String,
+    /// 1, 2, 3…
+    pub attempt_number: i64,
+    /// `drafting`, `apply_failed`, `verify_failed`, `pr_opened`, …
+    pub status: String,
+    /// Branch pushed.
+    pub branch: Option<String>,
+    /// Pull request URL.
+    pub pr_url: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Updated (ms).
+    pub updated_at: i64,
+}
+
+const FINDING_COLUMNS: &str =
+    "id, job_id, tool, kind, severity, file, line, col, code, message, suggested_fix,
+    fingerprint, location_hash, baseline_state, raw_json, created_at";
+
+fn finding_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
+    Ok(Finding {
+        id: r.get(0)?,
+        job_id: r.get(1)?,
+        f: NewFinding {
+            tool: r.get(2)?,
+            kind: r.get(3)?,
+            severity: r.get(4)?,
+            file: r.get(5)?,
+            line: r.get(6)?,
+            col: r.get(7)?,
+            code: r.get(8)?,
+            message: r.get(9)?,
+            suggested_fix: r.get(10)?,
+            fingerprint: r.get(11)?,
+            location_hash: r.get(12)?,
+            baseline_state: r.get(13)?,
+            raw_json: r.get(14)?,
+        },
+        created_at: r.get(15)?,
+    })
+}
+
+const PATCH_COLUMNS: &str =
+    "id, finding_id, job_id, attempt_number, status, branch, pr_url, error, created_at, updated_at";
+
+fn patch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatchAttempt> {
+    Ok(PatchAttempt {
+        id: r.get(0)?,
+        finding_id: r.get(1)?,
+        job_id: r.get(2)?,
+        attempt_number: r.get(3)?,
+        status: r.get(4)?,
+        branch: r.get(5)?,
+        pr_url: r.get(6)?,
+        error: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+impl Ledger {
+    /// Stores a job's findings and its `fixed` list, and sets `findings_count`, in
+    /// one transaction (replacing any findings stored for it before).
+    pub fn store_findings(
+        &mut self,
+        job_id: &str,
+        findings: &[NewFinding],
+        fixed: &[String],
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let err = |source| LedgerError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM findings WHERE job_id = ?1", params![job_id])
+            .map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO findings (job_id, tool, kind, severity, file, line, col, code, message,
+                       suggested_fix, fingerprint, location_hash, baseline_state, raw_json, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )
+                .map_err(err)?;
+            for f in findings {
+                stmt.execute(params![
+                    job_id,
+                    f.tool,
+                    f.kind,
+                    f.severity,
+                    f.file,
+                    f.line,
+                    f.col,
+                    f.code,
+                    f.message,
+                    f.suggested_fix,
+                    f.fingerprint,
+                    f.location_hash,
+                    f.baseline_state,
+                    f.raw_json,
+                    now
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.execute(
+            "UPDATE jobs SET findings_count = ?2, fixed_json = ?3 WHERE id = ?1",
+            params![
+                job_id,
+                findings.len() as i64,
+                serde_json::to_string(fixed).unwrap_or_else(|_| "[]".into())
+            ],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// A job's findings, in stored order.
+    pub fn findings_of_job(&self, job_id: &str) -> Result<Vec<Finding>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {FINDING_COLUMNS} FROM findings WHERE job_id = ?1 ORDER BY id"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![job_id], finding_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The latest finished job of (project, subproject, recipe) before `job_id`.
+    pub fn previous_run(
+        &self,
+        project: &str,
+        subproject: &str,
+        recipe: &str,
+        before_job: &str,
+    ) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT id FROM jobs WHERE project_name = ?1 AND subproject = ?2 AND recipe = ?3
+                   AND id != ?4 AND status IN ('succeeded', 'failed')
+                   AND created_at <= (SELECT created_at FROM jobs WHERE id = ?4)
+                 ORDER BY finished_at DESC, created_at DESC LIMIT 1",
+                params![project, subproject, recipe, before_job],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Patch attempts newest first, optionally of some projects and a status.
+    pub fn list_patches(
+        &self,
+        visible_projects: Option<&[String]>,
+        project: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PatchAttempt>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {PATCH_COLUMNS} FROM patch_attempts p WHERE
+                   (?1 IS NULL OR (SELECT project_name FROM jobs WHERE id = p.job_id) IN (SELECT value FROM json_each(?1)))
+                   AND (?2 IS NULL OR (SELECT project_name FROM jobs WHERE id = p.job_id) = ?2)
+                   AND (?3 IS NULL OR status = ?3)
+                 ORDER BY id DESC LIMIT ?4"
+            ))
+            .map_err(|e| self.err(e))?;
+        let vis = visible_projects.map(|v| serde_json::to_string(v).unwrap_or_default());
+        let rows = stmt
+            .query_map(params![vis, project, status, limit as i64], patch_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// One patch attempt and the project of its job.
+    pub fn get_patch(&self, id: i64) -> Result<Option<(PatchAttempt, String)>, LedgerError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {PATCH_COLUMNS}, (SELECT project_name FROM jobs WHERE id = p.job_id)
+                     FROM patch_attempts p WHERE id = ?1"
+                ),
+                params![id],
+                |r| Ok((patch_from_row(r)?, r.get::<_, String>(10)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+}

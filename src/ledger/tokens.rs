@@ -1,0 +1,104 @@
+//! API tokens: stored as SHA-256 hashes only.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Ledger, LedgerError};
+
+/// A token as stored (never the bearer itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Token {
+    /// Unique name; projects list token names in `owners`.
+    pub name: String,
+    /// Whether it may do everything.
+    pub is_admin: bool,
+    /// Networks it may be used from (empty: any allowed LAN address).
+    pub ip_cidrs: Vec<String>,
+    /// Minted (ms).
+    pub created_at: i64,
+    /// Revoked (ms), if it is.
+    pub revoked_at: Option<i64>,
+}
+
+fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
+    Ok(Token {
+        name: r.get(0)?,
+        is_admin: r.get::<_, i64>(1)? != 0,
+        ip_cidrs: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+        created_at: r.get(3)?,
+        revoked_at: r.get(4)?,
+    })
+}
+
+impl Ledger {
+    /// Number of tokens ever minted (revoked ones included).
+    pub fn token_count(&self) -> Result<i64, LedgerError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stores a new token; `false` when the name is taken.
+    pub fn insert_token(
+        &self,
+        name: &str,
+        hash: &str,
+        is_admin: bool,
+        ip_cidrs: &[String],
+        now: i64,
+    ) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO tokens (name, token_hash, is_admin, ip_cidrs, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+                params![
+                    name,
+                    hash,
+                    i64::from(is_admin),
+                    serde_json::to_string(ip_cidrs).unwrap_or_else(|_| "[]".into()),
+                    now
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    /// The live (not revoked) token with this hash.
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<Token>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT name, is_admin, ip_cidrs, created_at, revoked_at FROM tokens
+                 WHERE token_hash = ?1 AND revoked_at IS NULL",
+                params![hash],
+                token_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every token, by name.
+    pub fn list_tokens(&self) -> Result<Vec<Token>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, is_admin, ip_cidrs, created_at, revoked_at FROM tokens ORDER BY name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], token_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Revokes a live token; `false` when there is none by that name.
+    pub fn revoke_token(&self, name: &str, now: i64) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, now],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+}
