@@ -106,27 +106,36 @@ fn killpg(pgid: i32, sig: i32) {
 }
 
 /// Kills every process of group `pgid` that started at or after `since` (clock
-/// ticks), so a pid reused by an unrelated process is never hit. Returns how many
-/// were signalled.
+/// ticks), so a pid reused by an unrelated process is never hit. Repeats briefly
+/// while members remain (a process may be forking as the group is killed). Returns
+/// how many were signalled.
 pub fn kill_orphaned_group(pgid: i32, since: u64) -> usize {
     if pgid <= 1 {
         return 0;
     }
-    let members = group_members(pgid);
-    // The leader's pid may have been reused by something else that is not ours.
-    if let Some(leader) = members.iter().find(|p| p.pid == pgid)
-        && leader.start_time != since
-    {
-        return 0;
-    }
-    let ours: Vec<&ProcInfo> = members.iter().filter(|p| p.start_time >= since).collect();
-    for p in &ours {
-        // SAFETY: see killpg.
-        unsafe {
-            libc::kill(p.pid, libc::SIGKILL);
+    let mut signalled = 0;
+    for _ in 0..50 {
+        let members = group_members(pgid);
+        // The leader's pid may have been reused by something else that is not ours.
+        if let Some(leader) = members.iter().find(|p| p.pid == pgid)
+            && leader.start_time != since
+        {
+            return signalled;
         }
+        let ours: Vec<&ProcInfo> = members.iter().filter(|p| p.start_time >= since).collect();
+        if ours.is_empty() {
+            break;
+        }
+        for p in &ours {
+            // SAFETY: kill has no memory effects; a vanished pid only yields ESRCH.
+            unsafe {
+                libc::kill(p.pid, libc::SIGKILL);
+            }
+        }
+        signalled += ours.len();
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    ours.len()
+    signalled
 }
 
 /// Appends one farm line (`[crafting-table] …`) to a log file.
@@ -152,7 +161,9 @@ fn pump(mut reader: std::io::PipeReader, log_path: &Path, cap: u64) -> (u64, boo
         .append(true)
         .open(log_path);
     let mut file = match file {
-        Ok(f) => Some(std::io::BufWriter::with_capacity(64 * 1024, f)),
+        // Unbuffered: each chunk read from the pipe is in the file at once, so a
+        // follower of the log sees output as it happens.
+        Ok(f) => Some(f),
         Err(e) => {
             tracing::warn!(log = %log_path.display(), error = %e, "cannot open job log");
             None
@@ -181,12 +192,8 @@ fn pump(mut reader: std::io::PipeReader, log_path: &Path, cap: u64) -> (u64, boo
                     f,
                     "\n[crafting-table] log truncated at {cap} bytes (CRAFTING_LOG_CAP_BYTES); the job continues, its further output is discarded\n"
                 );
-                let _ = f.flush();
             }
         }
-    }
-    if let Some(mut f) = file {
-        let _ = f.flush();
     }
     (total, truncated)
 }

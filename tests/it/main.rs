@@ -1,5 +1,6 @@
 //! The integration test binary: one binary for every suite keeps link time down.
 
+mod api;
 mod cli;
 mod config;
 mod helpers;

@@ -505,8 +505,11 @@ async fn sweep_fails_orphans_and_kills_their_group() {
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
+    // As after a crash: the leader and both background sleeps exist.
     let start = loop {
-        if let Some(p) = process::proc_info(pid).filter(|p| p.pgrp == pid) {
+        if let Some(p) = process::proc_info(pid).filter(|p| p.pgrp == pid)
+            && process::group_members(pid).len() == 3
+        {
             break p.start_time;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
