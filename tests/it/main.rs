@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod config;
+mod e2e;
 mod helpers;
 mod ledger;
 mod manifest;

@@ -1,0 +1,212 @@
+//! The binary as a user runs it: `crafting-table serve` as a child process.
+//!
+//! - the README's first ten minutes: a copy of this repository, the default
+//!   registry, the lint job through HTTP, real clippy findings, SIGTERM;
+//! - a crash: SIGKILL while a job runs, restart, the job swept, its processes gone,
+//!   queued jobs run, the ledger intact.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::git;
+
+struct Farm {
+    child: Option<Child>,
+    base: String,
+    bearer: String,
+    stdout: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Farm {
+    /// Starts `serve` in `dir` with `env`, waits until `/healthz` answers.
+    fn start(dir: &Path, data: &Path, env: &[(&str, &str)]) -> Farm {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_crafting-table"));
+        cmd.arg("serve")
+            .current_dir(dir)
+            .env("CRAFTING_DATA_DIR", data)
+            .env("CRAFTING_BIND", format!("127.0.0.1:{port}"))
+            .env_remove("CRAFTING_CONFIG")
+            .env_remove("CRAFTING_REGISTRY")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        // The banner ends with the `try` line: read until then.
+        let out = child.stdout.take().unwrap();
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(out);
+        loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).unwrap();
+            assert!(n > 0, "serve exited before printing its banner: {lines:?}");
+            let done = line.trim_start().starts_with("try");
+            lines.push(line.trim_end().to_owned());
+            if done {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in reader.lines() {});
+        let bearer = std::fs::read_to_string(data.join("admin-bearer.txt")).unwrap().trim().to_owned();
+        Farm {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            bearer,
+            stdout: lines,
+        }
+    }
+
+    fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn call(f: &Farm, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method.parse().unwrap(), format!("{}{path}", f.base)).bearer_auth(&f.bearer);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_status(f: &Farm, id: &str, pred: impl Fn(&str) -> bool, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (_, v) = call(f, "GET", &format!("/jobs/{id}"), None).await;
+        if pred(v["job"]["status"].as_str().unwrap_or("")) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "job {id} stuck: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A clone of this repository on branch `main`, as a newcomer's checkout.
+fn clone_self(into: &Path) -> PathBuf {
+    let dest = into.join("crafting-table");
+    let src = env!("CARGO_MANIFEST_DIR");
+    git(into, &["clone", "--quiet", "--no-hardlinks", src, dest.to_str().unwrap()]);
+    git(&dest, &["checkout", "--quiet", "-B", "main"]);
+    dest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_ten_minutes_from_clone_to_findings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = clone_self(tmp.path());
+    let data = repo.join("data");
+    let mut farm = Farm::start(&repo, &data, &[]);
+    let banner = farm.stdout.join("\n");
+    assert!(banner.contains("crafting-table.yaml") || banner.contains("4 objects"), "{banner}");
+    assert!(banner.contains(&format!("{}/admin-bearer.txt", data.display())), "{banner}");
+    assert!(banner.contains("revision "), "{banner}");
+
+    // The printed curl line's request, made the same way.
+    let (s, v) = call(&farm, "POST", "/projects/crafting-table/jobs", Some(json!({"recipe": "lint"}))).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let done = wait_status(&farm, &id, |s| !["queued", "running"].contains(&s), Duration::from_secs(1200)).await;
+    assert_eq!(done["job"]["status"], "succeeded", "{done}");
+    let n = done["job"]["findings_count"].as_i64().unwrap();
+    assert!(n > 0, "pedantic lints give findings: {done}");
+    let (_, f) = call(&farm, "GET", &format!("/jobs/{id}/findings"), None).await;
+    let findings = f["findings"].as_array().unwrap();
+    assert_eq!(findings.len() as i64, n);
+    assert!(findings.iter().all(|x| x["kind"] == "lint" && x["tool"] == "clippy"));
+    assert!(findings.iter().all(|x| x["file"].as_str().is_some_and(|p| !p.starts_with('/'))), "paths relative to the repository");
+    assert!(findings.iter().any(|x| x["code"].as_str().is_some_and(|c| c.starts_with("clippy::"))));
+    let (_, sarif) = call(&farm, "GET", &format!("/jobs/{id}/findings?format=sarif"), None).await;
+    assert_eq!(sarif["version"], "2.1.0");
+    assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len() as i64, n);
+
+    let status = farm.signal(libc::SIGTERM);
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_job_is_swept_on_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = crate::helpers::Repo::new();
+    src.write("README.md", "x\n").commit("one");
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    let pidfile = tmp.path().join("pids");
+    std::fs::write(
+        reg.join("p.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n        hang: 'sleep 600 & echo $! >> {p}; echo $$ >> {p}; wait'\n        quick: echo quick done\n",
+            src.path.display(),
+            p = pidfile.display()
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let reg_s = reg.display().to_string();
+    let env = [("CRAFTING_REGISTRY", reg_s.as_str()), ("CRAFTING_WORKERS", "1")];
+    let mut farm = Farm::start(tmp.path(), &data, &env);
+    let (_, v) = call(&farm, "POST", "/projects/app/jobs", Some(json!({"recipe": "hang"}))).await;
+    let hang = v["job_id"].as_str().unwrap().to_owned();
+    let (_, v) = call(&farm, "POST", "/projects/app/jobs", Some(json!({"recipe": "quick"}))).await;
+    let quick = v["job_id"].as_str().unwrap().to_owned();
+    // Wait until the hanging job's processes exist, then kill the farm hard.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pids: Vec<i32> = loop {
+        let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+        let p: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if p.len() == 2 {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "job never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let status = farm.signal(libc::SIGKILL);
+    assert!(!status.success());
+    for pid in &pids {
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "the job's process {pid} outlived the crash");
+    }
+
+    let farm = Farm::start(tmp.path(), &data, &env);
+    let v = wait_status(&farm, &hang, |s| s != "running", Duration::from_secs(30)).await;
+    assert_eq!(v["job"]["status"], "failed");
+    assert_eq!(v["job"]["exit_code"], -1);
+    assert_eq!(v["log_tail"].as_array().unwrap().last().unwrap(), "[crafting-table] runner restart, job orphaned");
+    for pid in &pids {
+        let alive = crafting_table::runner::process::proc_info(*pid).is_some_and(|p| p.state != 'Z');
+        assert!(!alive, "process {pid} of the orphaned job survived the restart");
+    }
+    let v = wait_status(&farm, &quick, |s| !["queued", "running"].contains(&s), Duration::from_secs(60)).await;
+    assert_eq!(v["job"]["status"], "succeeded", "queued jobs run after the restart: {v}");
+    let wt = data.join("workspace/app").join(&hang);
+    assert!(!wt.exists(), "the orphan's worktree was removed");
+    drop(farm);
+    let ledger = crafting_table::ledger::Ledger::open(&data.join("ledger.sqlite3")).unwrap();
+    assert_eq!(ledger.integrity_check().unwrap(), Ok(()));
+}
