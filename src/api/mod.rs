@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use auth::{ensure_admin_token, hash_bearer, mint_bearer};
+pub use jobs::tail_lines;
 
 use crate::config::Config;
 use crate::ledger::LedgerError;

@@ -467,7 +467,7 @@ pub fn document() -> Value {
                     "owner": {"type": "string", "nullable": true}, "manifest_file": {"type": "string", "nullable": true},
                     "retired": {"type": "boolean"}}},
                 "ProjectBody": {"type": "object", "required": ["name", "git_url", "subprojects"], "description": "The Project manifest's spec plus `name`; unknown fields are rejected",
-                    "properties": {"name": {"type": "string"}, "git_url": {"type": "string"}, "default_branch": {"type": "string"},
+                    "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"}, "git_url": {"type": "string", "pattern": "^\\S+$"}, "default_branch": {"type": "string", "pattern": "^[^\\s-][^\\s]*$"},
                         "languages": {"type": "array", "items": {"type": "string"}},
                         "subprojects": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["path"], "properties": {
                             "path": {"type": "string"}, "language": {"type": "string"}, "extends": {"type": "string"},

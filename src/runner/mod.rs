@@ -513,7 +513,11 @@ impl Runner {
                     }
                     process::Stop::Exited(c) => {
                         process::append_log_line(&log, &format!("exit {c} after {secs:.1}s"));
-                        (JobStatus::Failed, Some(i64::from(c)), None)
+                        let hint = missing_tool(&log);
+                        if let Some(h) = &hint {
+                            process::append_log_line(&log, h);
+                        }
+                        (JobStatus::Failed, Some(i64::from(c)), hint)
                     }
                     process::Stop::TimedOut => {
                         let msg = format!(
@@ -565,6 +569,34 @@ impl Runner {
         let (p, w) = (project.to_owned(), wt.to_owned());
         let _ = tokio::task::spawn_blocking(move || ws.remove_worktree(&p, &w)).await;
     }
+}
+
+/// Names the tool a failed command could not find, from the end of its log:
+/// `sh: 1: ruff: not found` or cargo's `error: no such command: `audit``.
+pub fn missing_tool(log: &Path) -> Option<String> {
+    let tail = crate::api::tail_lines(log, 50);
+    for line in tail.iter().rev() {
+        if let Some(rest) = line.split("no such command: `").nth(1)
+            && let Some(cmd) = rest.split('`').next()
+        {
+            return Some(format!(
+                "command not found: `cargo {cmd}` is not installed on this machine (e.g. `cargo install cargo-{cmd} --locked`)"
+            ));
+        }
+        let l = line.trim_end();
+        if let Some(before) = l
+            .strip_suffix(": not found")
+            .or_else(|| l.strip_suffix(": command not found"))
+        {
+            let cmd = before.rsplit(": ").next().unwrap_or(before).trim();
+            if !cmd.is_empty() && !cmd.contains(' ') {
+                return Some(format!(
+                    "command not found: `{cmd}` is not installed on this machine (or not on PATH)"
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// A project's `git_url` as git can use it: a relative path of a registry project is

@@ -22,7 +22,11 @@ struct Farm {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Farm {
@@ -58,7 +62,10 @@ impl Farm {
             }
         }
         std::thread::spawn(move || for _ in reader.lines() {});
-        let bearer = std::fs::read_to_string(data.join("admin-bearer.txt")).unwrap().trim().to_owned();
+        let bearer = std::fs::read_to_string(data.join("admin-bearer.txt"))
+            .unwrap()
+            .trim()
+            .to_owned();
         Farm {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
@@ -88,7 +95,9 @@ impl Drop for Farm {
 
 async fn call(f: &Farm, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let client = reqwest::Client::new();
-    let mut req = client.request(method.parse().unwrap(), format!("{}{path}", f.base)).bearer_auth(&f.bearer);
+    let mut req = client
+        .request(method.parse().unwrap(), format!("{}{path}", f.base))
+        .bearer_auth(&f.bearer);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -113,7 +122,16 @@ async fn wait_status(f: &Farm, id: &str, pred: impl Fn(&str) -> bool, limit: Dur
 fn clone_self(into: &Path) -> PathBuf {
     let dest = into.join("crafting-table");
     let src = env!("CARGO_MANIFEST_DIR");
-    git(into, &["clone", "--quiet", "--no-hardlinks", src, dest.to_str().unwrap()]);
+    git(
+        into,
+        &[
+            "clone",
+            "--quiet",
+            "--no-hardlinks",
+            src,
+            dest.to_str().unwrap(),
+        ],
+    );
     git(&dest, &["checkout", "--quiet", "-B", "main"]);
     dest
 }
@@ -125,27 +143,67 @@ async fn first_ten_minutes_from_clone_to_findings() {
     let data = repo.join("data");
     let mut farm = Farm::start(&repo, &data, &[]);
     let banner = farm.stdout.join("\n");
-    assert!(banner.contains("crafting-table.yaml") || banner.contains("4 objects"), "{banner}");
-    assert!(banner.contains(&format!("{}/admin-bearer.txt", data.display())), "{banner}");
+    assert!(
+        banner.contains("crafting-table.yaml") || banner.contains("4 objects"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("{}/admin-bearer.txt", data.display())),
+        "{banner}"
+    );
     assert!(banner.contains("revision "), "{banner}");
 
     // The printed curl line's request, made the same way.
-    let (s, v) = call(&farm, "POST", "/projects/crafting-table/jobs", Some(json!({"recipe": "lint"}))).await;
+    let (s, v) = call(
+        &farm,
+        "POST",
+        "/projects/crafting-table/jobs",
+        Some(json!({"recipe": "lint"})),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     let id = v["job_id"].as_str().unwrap().to_owned();
-    let done = wait_status(&farm, &id, |s| !["queued", "running"].contains(&s), Duration::from_secs(1200)).await;
+    let done = wait_status(
+        &farm,
+        &id,
+        |s| !["queued", "running"].contains(&s),
+        Duration::from_secs(1200),
+    )
+    .await;
     assert_eq!(done["job"]["status"], "succeeded", "{done}");
     let n = done["job"]["findings_count"].as_i64().unwrap();
     assert!(n > 0, "pedantic lints give findings: {done}");
     let (_, f) = call(&farm, "GET", &format!("/jobs/{id}/findings"), None).await;
     let findings = f["findings"].as_array().unwrap();
     assert_eq!(findings.len() as i64, n);
-    assert!(findings.iter().all(|x| x["kind"] == "lint" && x["tool"] == "clippy"));
-    assert!(findings.iter().all(|x| x["file"].as_str().is_some_and(|p| !p.starts_with('/'))), "paths relative to the repository");
-    assert!(findings.iter().any(|x| x["code"].as_str().is_some_and(|c| c.starts_with("clippy::"))));
-    let (_, sarif) = call(&farm, "GET", &format!("/jobs/{id}/findings?format=sarif"), None).await;
+    assert!(
+        findings
+            .iter()
+            .all(|x| x["kind"] == "lint" && x["tool"] == "clippy")
+    );
+    assert!(
+        findings
+            .iter()
+            .all(|x| x["file"].as_str().is_some_and(|p| !p.starts_with('/'))),
+        "paths relative to the repository"
+    );
+    assert!(findings.iter().any(|x| {
+        x["code"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("clippy::"))
+    }));
+    let (_, sarif) = call(
+        &farm,
+        "GET",
+        &format!("/jobs/{id}/findings?format=sarif"),
+        None,
+    )
+    .await;
     assert_eq!(sarif["version"], "2.1.0");
-    assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len() as i64, n);
+    assert_eq!(
+        sarif["runs"][0]["results"].as_array().unwrap().len() as i64,
+        n
+    );
 
     let status = farm.signal(libc::SIGTERM);
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
@@ -170,11 +228,26 @@ async fn crash_mid_job_is_swept_on_restart() {
     .unwrap();
     let data = tmp.path().join("data");
     let reg_s = reg.display().to_string();
-    let env = [("CRAFTING_REGISTRY", reg_s.as_str()), ("CRAFTING_WORKERS", "1")];
+    let env = [
+        ("CRAFTING_REGISTRY", reg_s.as_str()),
+        ("CRAFTING_WORKERS", "1"),
+    ];
     let mut farm = Farm::start(tmp.path(), &data, &env);
-    let (_, v) = call(&farm, "POST", "/projects/app/jobs", Some(json!({"recipe": "hang"}))).await;
+    let (_, v) = call(
+        &farm,
+        "POST",
+        "/projects/app/jobs",
+        Some(json!({"recipe": "hang"})),
+    )
+    .await;
     let hang = v["job_id"].as_str().unwrap().to_owned();
-    let (_, v) = call(&farm, "POST", "/projects/app/jobs", Some(json!({"recipe": "quick"}))).await;
+    let (_, v) = call(
+        &farm,
+        "POST",
+        "/projects/app/jobs",
+        Some(json!({"recipe": "quick"})),
+    )
+    .await;
     let quick = v["job_id"].as_str().unwrap().to_owned();
     // Wait until the hanging job's processes exist, then kill the farm hard.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -190,20 +263,39 @@ async fn crash_mid_job_is_swept_on_restart() {
     let status = farm.signal(libc::SIGKILL);
     assert!(!status.success());
     for pid in &pids {
-        assert!(Path::new(&format!("/proc/{pid}")).exists(), "the job's process {pid} outlived the crash");
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "the job's process {pid} outlived the crash"
+        );
     }
 
     let farm = Farm::start(tmp.path(), &data, &env);
     let v = wait_status(&farm, &hang, |s| s != "running", Duration::from_secs(30)).await;
     assert_eq!(v["job"]["status"], "failed");
     assert_eq!(v["job"]["exit_code"], -1);
-    assert_eq!(v["log_tail"].as_array().unwrap().last().unwrap(), "[crafting-table] runner restart, job orphaned");
+    assert_eq!(
+        v["log_tail"].as_array().unwrap().last().unwrap(),
+        "[crafting-table] runner restart, job orphaned"
+    );
     for pid in &pids {
-        let alive = crafting_table::runner::process::proc_info(*pid).is_some_and(|p| p.state != 'Z');
-        assert!(!alive, "process {pid} of the orphaned job survived the restart");
+        let alive =
+            crafting_table::runner::process::proc_info(*pid).is_some_and(|p| p.state != 'Z');
+        assert!(
+            !alive,
+            "process {pid} of the orphaned job survived the restart"
+        );
     }
-    let v = wait_status(&farm, &quick, |s| !["queued", "running"].contains(&s), Duration::from_secs(60)).await;
-    assert_eq!(v["job"]["status"], "succeeded", "queued jobs run after the restart: {v}");
+    let v = wait_status(
+        &farm,
+        &quick,
+        |s| !["queued", "running"].contains(&s),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        v["job"]["status"], "succeeded",
+        "queued jobs run after the restart: {v}"
+    );
     let wt = data.join("workspace/app").join(&hang);
     assert!(!wt.exists(), "the orphan's worktree was removed");
     drop(farm);

@@ -205,8 +205,10 @@ async fn success_failure_not_found() {
     );
 
     let j = f.finished(&missing).await;
+    let missing_job = j.clone();
     assert_eq!((j.status, j.exit_code), (JobStatus::Failed, Some(127)));
     let log = f.log(&missing);
+    let j = missing_job;
     assert!(log.contains("definitely-not-a-command: not found"), "{log}");
     assert!(
         log.contains("[crafting-table] exit 127: a command was not found"),
