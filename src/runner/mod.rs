@@ -503,13 +503,12 @@ impl Runner {
                         (JobStatus::Succeeded, Some(0), None)
                     }
                     process::Stop::Exited(127) => {
-                        let msg = "exit 127: a command was not found on this machine (the shell named it above)";
-                        process::append_log_line(&log, msg);
-                        (
-                            JobStatus::Failed,
-                            Some(127),
-                            Some("command not found".to_owned()),
-                        )
+                        let msg = missing_tool(&log).unwrap_or_else(|| {
+                            "exit 127: a command was not found on this machine (the shell named it above)"
+                                .to_owned()
+                        });
+                        process::append_log_line(&log, &msg);
+                        (JobStatus::Failed, Some(127), Some(msg))
                     }
                     process::Stop::Exited(c) => {
                         process::append_log_line(&log, &format!("exit {c} after {secs:.1}s"));

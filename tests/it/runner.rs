@@ -178,6 +178,7 @@ async fn success_failure_not_found() {
                 ),
                 ("bad", "echo about to fail >&2; exit 3"),
                 ("missing", "definitely-not-a-command --flag"),
+                ("cargo-missing", "cargo no-such-subcommand-here --json"),
             ],
             60,
         ),
@@ -205,14 +206,33 @@ async fn success_failure_not_found() {
     );
 
     let j = f.finished(&missing).await;
-    let missing_job = j.clone();
     assert_eq!((j.status, j.exit_code), (JobStatus::Failed, Some(127)));
     let log = f.log(&missing);
-    let j = missing_job;
     assert!(log.contains("definitely-not-a-command: not found"), "{log}");
     assert!(
-        log.contains("[crafting-table] exit 127: a command was not found"),
+        log.contains("[crafting-table] command not found: `definitely-not-a-command` is not installed on this machine"),
         "{log}"
+    );
+    assert_eq!(
+        j.error.as_deref(),
+        Some(
+            "command not found: `definitely-not-a-command` is not installed on this machine (or not on PATH)"
+        )
+    );
+
+    let (audit, _) = f.enqueue("app", ".", "cargo-missing");
+    f.runner.wake();
+    let j = f.finished(&audit).await;
+    assert_eq!(
+        j.status,
+        JobStatus::Failed,
+        "a missing tool is a normal failed job"
+    );
+    assert_eq!(
+        j.error.as_deref(),
+        Some(
+            "command not found: `cargo no-such-subcommand-here` is not installed on this machine (e.g. `cargo install cargo-no-such-subcommand-here --locked`)"
+        )
     );
     assert!(
         f.worktrees("app").is_empty(),
