@@ -59,6 +59,7 @@ fn severity(level: &str) -> Option<&'static str> {
 /// Parses every cargo JSON message in `log`.
 pub fn parse(log: &str) -> Parsed {
     let mut out = Parsed::default();
+    let mut seen = std::collections::HashSet::new();
     for raw in log.lines() {
         let line = clean_line(raw);
         let line = line.trim();
@@ -121,17 +122,14 @@ pub fn parse(log: &str) -> Parsed {
             suggested_fix: fix,
             raw_json: Some(line.to_owned()),
         };
-        let dup = out.findings.iter().any(|f| {
-            (&f.file, f.line, f.col, &f.code, &f.message)
-                == (
-                    &finding.file,
-                    finding.line,
-                    finding.col,
-                    &finding.code,
-                    &finding.message,
-                )
-        });
-        if !dup {
+        let key = (
+            span.file_name.clone(),
+            span.line_start,
+            span.column_start,
+            finding.code.clone(),
+            d.message.clone(),
+        );
+        if seen.insert(key) {
             out.findings.push(finding);
         }
     }

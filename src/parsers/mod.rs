@@ -10,12 +10,24 @@
 //! is its own and ignores the rest; a corrupt or truncated record is counted in
 //! `skipped`, never a panic and never an invented finding.
 
+pub mod cargo_audit;
+pub mod cargo_test;
 pub mod clippy;
+pub mod eslint;
 pub mod generic;
+pub mod go_vet;
+pub mod govulncheck;
+pub mod json_scan;
+pub mod mypy;
+pub mod pip_audit;
+pub mod pytest;
+pub mod ruff;
+pub mod sarif;
+pub mod tsc;
 
 /// A finding as a parser sees it, before paths are normalised and fingerprints are
 /// computed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct RawFinding {
     /// The tool that reported it.
     pub tool: String,
@@ -63,12 +75,60 @@ pub struct Input<'a> {
     pub log: &'a str,
 }
 
+/// Languages whose parsers exist; any other language (or none) tries them all, each
+/// recognising its own output.
+pub const LANGUAGES: [&str; 5] = ["rust", "python", "go", "typescript", "javascript"];
+
 /// Runs the parsers for `input` and the generic fallback.
 pub fn parse(input: &Input<'_>) -> Parsed {
     let mut out = Parsed::default();
     let lang = input.language.map(str::to_ascii_lowercase);
-    if let Some("rust") = lang.as_deref() {
+    let lang = lang.as_deref().filter(|l| LANGUAGES.contains(l));
+    let all = lang.is_none();
+    let rust = all || lang == Some("rust");
+    let python = all || lang == Some("python");
+    let go = all || lang == Some("go");
+    let ts = all || matches!(lang, Some("typescript" | "javascript"));
+
+    let (values, _) = json_scan::values_where(input.log, |first| {
+        // The first line of a JSON value some parser reads; clippy's lines are
+        // read by the clippy parser itself.
+        !first.contains("\"reason\":\"compiler-message\"")
+    });
+    let mut govuln: Vec<&serde_json::Value> = Vec::new();
+    let mut found = Parsed::default();
+    for v in &values {
+        if sarif::is_log(v) {
+            sarif::from_log(v, &mut found);
+        } else if rust && cargo_audit::is_report(v) {
+            cargo_audit::from_report(v, &mut found);
+        } else if python && pip_audit::is_report(v) {
+            pip_audit::from_report(v, &mut found);
+        } else if python && mypy::is_record(v) {
+            mypy::from_record(v, &mut found);
+        } else if ts && eslint::is_report(v) {
+            eslint::from_report(v, &mut found);
+        } else if python && ruff::is_report(v) {
+            ruff::from_report(v, &mut found);
+        } else if go && govulncheck::is_message(v) {
+            govuln.push(v);
+        } else if go && go_vet::is_report(v) {
+            go_vet::from_report(v, &mut found);
+        }
+    }
+    if !govuln.is_empty() {
+        govulncheck::from_messages(&govuln, &mut found);
+    }
+    out.merge(found);
+    if rust {
         out.merge(clippy::parse(input.log));
+        out.merge(cargo_test::parse(input.log, &values));
+    }
+    if python {
+        out.merge(pytest::parse(input.log));
+    }
+    if ts {
+        out.merge(tsc::parse(input.log));
     }
     if out.findings.is_empty() {
         out.findings.extend(generic::parse(input));
@@ -78,8 +138,10 @@ pub fn parse(input: &Input<'_>) -> Parsed {
 
 impl Parsed {
     fn merge(&mut self, other: Parsed) {
+        let mut seen: std::collections::HashSet<RawFinding> =
+            self.findings.iter().cloned().collect();
         for f in other.findings {
-            if !self.findings.contains(&f) {
+            if seen.insert(f.clone()) {
                 self.findings.push(f);
             }
         }

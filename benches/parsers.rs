@@ -1,0 +1,55 @@
+//! Parser throughput on a ~100 MB clippy JSON log, beside the floor: plain
+//! `serde_json` deserialisation of the same lines into `serde_json::Value`.
+//!
+//! Run: `cargo bench --bench parsers`
+
+use std::time::Instant;
+
+fn line(i: usize) -> String {
+    format!(
+        r#"{{"reason":"compiler-message","package_id":"path+file:///w/app#0.1.0","manifest_path":"/w/app/Cargo.toml","target":{{"kind":["lib"],"crate_types":["lib"],"name":"app","src_path":"/w/app/src/lib.rs","edition":"2024","doc":true,"doctest":true,"test":true}},"message":{{"rendered":"warning: unneeded `return` statement\n --> src/m{m}.rs:{l}:5\n","$message_type":"diagnostic","children":[{{"children":[],"code":null,"level":"help","message":"remove `return`","rendered":null,"spans":[{{"byte_end":10,"byte_start":3,"column_end":12,"column_start":5,"expansion":null,"file_name":"src/m{m}.rs","is_primary":true,"label":null,"line_end":{l},"line_start":{l},"suggested_replacement":"x","suggestion_applicability":"MachineApplicable","text":[]}}]}}],"code":{{"code":"clippy::needless_return","explanation":null}},"level":"warning","message":"unneeded `return` statement","spans":[{{"byte_end":10,"byte_start":3,"column_end":12,"column_start":5,"expansion":null,"file_name":"src/m{m}.rs","is_primary":true,"label":null,"line_end":{l},"line_start":{l},"suggested_replacement":null,"suggestion_applicability":null,"text":[]}}]}}}}"#,
+        m = i % 97,
+        l = i % 5000 + 1
+    )
+}
+
+fn main() {
+    let mut log = String::new();
+    let mut i = 0;
+    while log.len() < 100 * 1024 * 1024 {
+        log.push_str(&line(i));
+        log.push('\n');
+        if i % 50 == 0 {
+            log.push_str("   Compiling app v0.1.0 (/w/app)\n");
+        }
+        i += 1;
+    }
+    let mb = log.len() as f64 / (1024.0 * 1024.0);
+
+    let t = Instant::now();
+    let mut n = 0usize;
+    for l in log.lines() {
+        if l.starts_with('{') && serde_json::from_str::<serde_json::Value>(l).is_ok() {
+            n += 1;
+        }
+    }
+    let floor = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let parsed = crafting_table::parsers::clippy::parse(&log);
+    let ours = t.elapsed().as_secs_f64();
+
+    println!(
+        "clippy JSON log: {mb:.1} MiB, {n} messages, {} unique findings",
+        parsed.findings.len()
+    );
+    println!(
+        "  floor: serde_json::Value per line  {:>8.1} MiB/s",
+        mb / floor
+    );
+    println!(
+        "  parsers::clippy::parse             {:>8.1} MiB/s  ({:.2}x the floor's time)",
+        mb / ours,
+        ours / floor
+    );
+}
