@@ -76,8 +76,12 @@ pub fn location_hash(kind: &str, code: Option<&str>, line_text: &str) -> String 
 }
 
 /// Marks each finding `new` or `unchanged` against the previous run's findings and
-/// returns the fingerprints that disappeared (`fixed`). A finding is unchanged when
-/// its fingerprint was there before, or — when it moved — its location hash was.
+/// returns the fingerprints that disappeared (`fixed`).
+///
+/// Where a finding has a location hash (the text of its line), that decides: the
+/// same text flagged the same way is the same finding even if it moved, and a
+/// different text on the same line is a different one. Without a location hash
+/// (a lockfile advisory, a test name) the fingerprint decides.
 pub fn compare(current: &mut [NewFinding], previous: Option<&[Finding]>) -> Vec<String> {
     let Some(previous) = previous else {
         for f in current.iter_mut() {
@@ -85,38 +89,36 @@ pub fn compare(current: &mut [NewFinding], previous: Option<&[Finding]>) -> Vec<
         }
         return Vec::new();
     };
-    let prev_fp: HashSet<&str> = previous.iter().map(|f| f.f.fingerprint.as_str()).collect();
+    let prev_fp: HashSet<&str> = previous
+        .iter()
+        .filter(|f| f.f.location_hash.is_none())
+        .map(|f| f.f.fingerprint.as_str())
+        .collect();
     let prev_loc: HashSet<&str> = previous
         .iter()
         .filter_map(|f| f.f.location_hash.as_deref())
         .collect();
-    let mut matched_fp: HashSet<String> = HashSet::new();
-    let mut matched_loc: HashSet<String> = HashSet::new();
+    let cur_fp: HashSet<String> = current
+        .iter()
+        .filter(|f| f.location_hash.is_none())
+        .map(|f| f.fingerprint.clone())
+        .collect();
+    let cur_loc: HashSet<String> = current
+        .iter()
+        .filter_map(|f| f.location_hash.clone())
+        .collect();
     for f in current.iter_mut() {
-        let by_fp = prev_fp.contains(f.fingerprint.as_str());
-        let by_loc = f
-            .location_hash
-            .as_deref()
-            .is_some_and(|h| prev_loc.contains(h));
-        f.baseline_state = Some(if by_fp || by_loc { "unchanged" } else { "new" }.into());
-        if by_fp {
-            matched_fp.insert(f.fingerprint.clone());
-        }
-        if let Some(h) = &f.location_hash
-            && by_loc
-        {
-            matched_loc.insert(h.clone());
-        }
+        let seen = match &f.location_hash {
+            Some(h) => prev_loc.contains(h.as_str()),
+            None => prev_fp.contains(f.fingerprint.as_str()),
+        };
+        f.baseline_state = Some(if seen { "unchanged" } else { "new" }.into());
     }
     let mut fixed: Vec<String> = previous
         .iter()
-        .filter(|p| {
-            !matched_fp.contains(&p.f.fingerprint)
-                && !p
-                    .f
-                    .location_hash
-                    .as_ref()
-                    .is_some_and(|h| matched_loc.contains(h))
+        .filter(|p| match &p.f.location_hash {
+            Some(h) => !cur_loc.contains(h),
+            None => !cur_fp.contains(&p.f.fingerprint),
         })
         .map(|p| p.f.fingerprint.clone())
         .collect();

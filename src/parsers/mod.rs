@@ -81,6 +81,13 @@ pub const LANGUAGES: [&str; 5] = ["rust", "python", "go", "typescript", "javascr
 
 /// Runs the parsers for `input` and the generic fallback.
 pub fn parse(input: &Input<'_>) -> Parsed {
+    // For the text formats, a last line without its newline was cut (a capped log,
+    // a killed tool) and is not trusted. JSON formats need no such rule: a cut
+    // document does not parse.
+    let text_log = match input.log.rfind('\n') {
+        Some(i) => &input.log[..=i],
+        None => "",
+    };
     let mut out = Parsed::default();
     let lang = input.language.map(str::to_ascii_lowercase);
     let lang = lang.as_deref().filter(|l| LANGUAGES.contains(l));
@@ -122,13 +129,13 @@ pub fn parse(input: &Input<'_>) -> Parsed {
     out.merge(found);
     if rust {
         out.merge(clippy::parse(input.log));
-        out.merge(cargo_test::parse(input.log, &values));
+        out.merge(cargo_test::parse(text_log, &values));
     }
     if python {
-        out.merge(pytest::parse(input.log));
+        out.merge(pytest::parse(text_log));
     }
     if ts {
-        out.merge(tsc::parse(input.log));
+        out.merge(tsc::parse(text_log));
     }
     if out.findings.is_empty() {
         out.findings.extend(generic::parse(input));

@@ -41,7 +41,7 @@ pub fn parse(log: &str) -> Parsed {
     let mut out = Parsed::default();
     // --tb=line: "path:line: message" per failure, in order.
     let mut tb: Vec<(String, i64)> = Vec::new();
-    let mut summary: Vec<(String, String)> = Vec::new();
+    let mut summary: Vec<(String, String, bool)> = Vec::new();
     for raw in log.lines() {
         let line = clean_line(raw);
         for prefix in ["FAILED ", "ERROR "] {
@@ -53,13 +53,13 @@ pub fn parse(log: &str) -> Parsed {
             if !(node.contains("::") || node.ends_with(".py")) || node.contains(' ') {
                 continue;
             }
-            if !summary.iter().any(|(n, _)| n == node) {
+            if !summary.iter().any(|(n, _, _)| n == node) {
                 let msg = if msg.is_empty() {
                     format!("{} {node}", prefix.trim().to_lowercase())
                 } else {
                     msg.to_owned()
                 };
-                summary.push((node.to_owned(), msg));
+                summary.push((node.to_owned(), msg, prefix == "FAILED "));
             }
         }
         if let Some((path, rest)) = line.split_once(".py:") {
@@ -72,18 +72,22 @@ pub fn parse(log: &str) -> Parsed {
             }
         }
     }
-    for (node, msg) in summary {
+    // --tb=line prints one location per failure, in the order the summary lists the
+    // FAILED tests (setup errors have none).
+    let mut tb = tb.into_iter();
+    for (node, msg, failed) in summary {
         let file = node
             .split("::")
             .next()
             .map(str::to_owned)
             .filter(|f| f.ends_with(".py"));
-        // The --tb=line entry for the same file, if there is one.
-        let line = file.as_ref().and_then(|f| {
-            tb.iter()
-                .find(|(p, _)| p.ends_with(f.as_str()))
-                .map(|(_, l)| *l)
-        });
+        let line = if failed {
+            tb.next()
+                .filter(|(p, _)| file.as_ref().is_some_and(|f| p.ends_with(f.as_str())))
+                .map(|(_, l)| l)
+        } else {
+            None
+        };
         out.findings.push(finding(&node, msg, file, line));
     }
     // JUnit XML in the log.
@@ -105,6 +109,11 @@ pub fn parse(log: &str) -> Parsed {
             let line = xml_attr(tag, "line")
                 .and_then(|l| l.parse::<i64>().ok())
                 .map(|l| l + 1);
+            // pytest's JUnit XML names the module (`tests.test_app`), not the file.
+            let file = file.or_else(|| {
+                let module = class.split("::").next().unwrap_or(&class);
+                (!module.is_empty()).then(|| format!("{}.py", module.replace('.', "/")))
+            });
             let node = match &file {
                 Some(f) => format!("{f}::{name}"),
                 None => format!("{class}::{name}"),

@@ -146,8 +146,21 @@ pub fn append_log_line(path: &Path, line: &str) {
     let r = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(path)
-        .and_then(|mut f| writeln!(f, "[crafting-table] {line}"));
+        .and_then(|mut f| {
+            // Start on a line of its own even when the command's output did not end
+            // with a newline.
+            use std::io::Seek;
+            let len = f.metadata()?.len();
+            let mut last = [b'\n'];
+            if len > 0 {
+                f.seek(std::io::SeekFrom::Start(len - 1))?;
+                f.read_exact(&mut last)?;
+            }
+            let sep = if last[0] == b'\n' { "" } else { "\n" };
+            writeln!(f, "{sep}[crafting-table] {line}")
+        });
     if let Err(e) = r {
         tracing::warn!(log = %path.display(), error = %e, "cannot append to job log");
     }

@@ -148,6 +148,11 @@ impl Farm {
         v
     }
 
+    /// The work tree of the project's source repository.
+    pub fn source_path(&self) -> std::path::PathBuf {
+        self._source.path.clone()
+    }
+
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let r = self.runner.clone();
         tokio::spawn(async move {
