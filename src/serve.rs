@@ -66,6 +66,16 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
         RegistrySource::Git(_) => data_dir.clone(),
     };
 
+    // The watcher starts before the first reconcile: a change made while that runs
+    // (or right after) still triggers the next one.
+    let (trigger, trigger_rx) = Trigger::new();
+    let watcher = match &cfg.registry {
+        RegistrySource::Dir(d) => {
+            Some(watch_dir(d, trigger.clone()).map_err(|e| startup("registry watcher", &e))?)
+        }
+        RegistrySource::Git(_) => None,
+    };
+
     // First reconcile before anything runs, so the first jobs see the registry.
     let reg = registry.clone();
     let first = with_ledger(&ledger, move |l| {
@@ -117,7 +127,6 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
         .map_err(|e| startup(&format!("cannot listen on {}", cfg.bind), &e))?;
     let addr = listener.local_addr().map_err(|e| startup("listener", &e))?;
 
-    let (trigger, trigger_rx) = Trigger::new();
     let metrics = Arc::new(Metrics::default());
     let cfg = Arc::new(cfg);
     let state = AppState {
@@ -151,12 +160,6 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
             .await;
             "the reconcile loop ended".to_owned()
         })
-    };
-    let watcher = match &cfg.registry {
-        RegistrySource::Dir(d) => {
-            Some(watch_dir(d, trigger.clone()).map_err(|e| startup("registry watcher", &e))?)
-        }
-        RegistrySource::Git(_) => None,
     };
     let scheduler_task = {
         let (ledger, runner, wake) = (ledger.clone(), runner.clone(), schedule_wake.clone());
@@ -305,7 +308,7 @@ fn print_banner(
 }
 
 /// Watches a registry directory and kicks a reconcile after changes settle.
-fn watch_dir(dir: &Path, trigger: Trigger) -> Result<impl Drop, String> {
+fn watch_dir(dir: &Path, trigger: Trigger) -> Result<impl Drop + use<>, String> {
     use notify::RecursiveMode;
     use notify_debouncer_full::new_debouncer;
     let mut debouncer = new_debouncer(

@@ -306,3 +306,80 @@ async fn crash_mid_job_is_swept_on_restart() {
     let ledger = crafting_table::ledger::Ledger::open(&data.join("ledger.sqlite3")).unwrap();
     assert_eq!(ledger.integrity_check().unwrap(), Ok(()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_registry_changes_are_applied_by_the_watcher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    let data = tmp.path().join("data");
+    let reg_s = reg.display().to_string();
+    // A long poll interval: only file events can explain a quick reconcile.
+    let env = [
+        ("CRAFTING_REGISTRY", reg_s.as_str()),
+        ("CRAFTING_REGISTRY_POLL_SECS", "3600"),
+    ];
+    let farm = Farm::start(tmp.path(), &data, &env);
+    let project = |name: &str, test: &str| {
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: {name}\nspec:\n  git_url: /srv/{name}.git\n  subprojects:\n    - path: .\n      test: {test}\n"
+        )
+    };
+    async fn wait_for(f: &Farm, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, v) = call(f, "GET", "/projects", None).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "never saw {what}: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let find = |v: &Value, name: &str| -> Option<Value> {
+        v["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+    };
+
+    std::fs::write(reg.join("app.yaml"), project("app", "make test")).unwrap();
+    wait_for(&farm, "app created", |v| find(v, "app").is_some()).await;
+
+    std::fs::write(reg.join("app.yaml"), project("app", "make check")).unwrap();
+    wait_for(&farm, "app updated", |v| {
+        find(v, "app").is_some_and(|p| p["subprojects"][0]["test"] == "make check")
+    })
+    .await;
+
+    // A broken edit keeps the last good version and reports the error.
+    std::fs::write(reg.join("app.yaml"), "apiVersion: [\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = call(&farm, "GET", "/registry", None).await;
+        if v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["error"].is_object())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "error never reported: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, v) = call(&farm, "GET", "/projects", None).await;
+    assert_eq!(
+        find(&v, "app").unwrap()["retired"],
+        false,
+        "last good version in force"
+    );
+
+    std::fs::remove_file(reg.join("app.yaml")).unwrap();
+    wait_for(&farm, "app retired", |v| {
+        find(v, "app").is_some_and(|p| p["retired"] == true)
+    })
+    .await;
+}
