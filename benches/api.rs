@@ -27,7 +27,8 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn generate(data: &std::path::Path) {
     // Create and migrate through the library, then bulk-load.
-    let ledger = crafting_table::ledger::Ledger::open(&data.join("ledger.sqlite3")).expect("ledger");
+    let ledger =
+        crafting_table::ledger::Ledger::open(&data.join("ledger.sqlite3")).expect("ledger");
     drop(ledger);
     let mut c = rusqlite::Connection::open(data.join("ledger.sqlite3")).expect("open");
     let tx = c.transaction().expect("tx");
@@ -56,10 +57,17 @@ fn generate(data: &std::path::Path) {
         for i in 0..JOBS {
             let id = format!("{i:032x}");
             let t = 1_700_000_000_000i64 + i as i64 * 1000;
-            job.execute(rusqlite::params![id, FINDINGS_PER_JOB as i64, t]).expect("job");
+            job.execute(rusqlite::params![id, FINDINGS_PER_JOB as i64, t])
+                .expect("job");
             for k in 0..FINDINGS_PER_JOB {
                 finding
-                    .execute(rusqlite::params![id, format!("src/m{k}.rs"), (i % 500) as i64 + 1, format!("{:016x}", i * 31 + k), t])
+                    .execute(rusqlite::params![
+                        id,
+                        format!("src/m{k}.rs"),
+                        (i % 500) as i64 + 1,
+                        format!("{:016x}", i * 31 + k),
+                        t
+                    ])
                     .expect("finding");
             }
         }
@@ -79,7 +87,12 @@ async fn load(base: &str, bearer: &str, paths: &[String]) -> (f64, f64, f64, usi
             let mut i = c;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let r = client.get(format!("{base}{}", paths[i % paths.len()])).bearer_auth(&bearer).send().await.expect("send");
+                let r = client
+                    .get(format!("{base}{}", paths[i % paths.len()]))
+                    .bearer_auth(&bearer)
+                    .send()
+                    .await
+                    .expect("send");
                 assert!(r.status().is_success(), "{}", r.status());
                 let _ = r.bytes().await.expect("body");
                 lat.push(t.elapsed().as_secs_f64() * 1e3);
@@ -94,7 +107,12 @@ async fn load(base: &str, bearer: &str, paths: &[String]) -> (f64, f64, f64, usi
     }
     all.sort_by(f64::total_cmp);
     let p = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
-    (p(0.5), p(0.99), all.len() as f64 / SECONDS as f64, all.len())
+    (
+        p(0.5),
+        p(0.99),
+        all.len() as f64 / SECONDS as f64,
+        all.len(),
+    )
 }
 
 fn main() {
@@ -103,9 +121,17 @@ fn main() {
     std::fs::create_dir_all(tmp.path().join("registry")).expect("mkdir");
     let t = Instant::now();
     generate(&data);
-    println!("generated {JOBS} jobs and {} findings in {:.1} s", JOBS * FINDINGS_PER_JOB, t.elapsed().as_secs_f64());
+    println!(
+        "generated {JOBS} jobs and {} findings in {:.1} s",
+        JOBS * FINDINGS_PER_JOB,
+        t.elapsed().as_secs_f64()
+    );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_crafting-table"))
         .arg("serve")
         .current_dir(tmp.path())
@@ -117,11 +143,19 @@ fn main() {
         .spawn()
         .expect("serve");
     let base = format!("http://127.0.0.1:{port}");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let client = reqwest::Client::new();
         for _ in 0..200 {
-            if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            if client
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -130,19 +164,39 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
     let idle = rss_kib(child.id());
     // The generated ledger had no tokens: serve minted the admin bearer.
-    let bearer = std::fs::read_to_string(data.join("admin-bearer.txt")).expect("bearer").trim().to_owned();
-    let ids: Vec<String> = (0..JOBS).step_by(997).map(|i| format!("{i:032x}")).collect();
+    let bearer = std::fs::read_to_string(data.join("admin-bearer.txt"))
+        .expect("bearer")
+        .trim()
+        .to_owned();
+    let ids: Vec<String> = (0..JOBS)
+        .step_by(997)
+        .map(|i| format!("{i:032x}"))
+        .collect();
     let cases: Vec<(&str, Vec<String>)> = vec![
         ("GET /jobs?limit=50", vec!["/jobs?limit=50".to_owned()]),
-        ("GET /jobs/{id}", ids.iter().map(|i| format!("/jobs/{i}")).collect()),
-        ("GET /jobs/{id}/findings", ids.iter().map(|i| format!("/jobs/{i}/findings")).collect()),
+        (
+            "GET /jobs/{id}",
+            ids.iter().map(|i| format!("/jobs/{i}")).collect(),
+        ),
+        (
+            "GET /jobs/{id}/findings",
+            ids.iter().map(|i| format!("/jobs/{i}/findings")).collect(),
+        ),
     ];
-    println!("serve on loopback, {CLIENTS} concurrent clients, {SECONDS} s each; idle RSS {:.1} MiB", idle as f64 / 1024.0);
+    println!(
+        "serve on loopback, {CLIENTS} concurrent clients, {SECONDS} s each; idle RSS {:.1} MiB",
+        idle as f64 / 1024.0
+    );
     for (name, paths) in &cases {
         let (p50, p99, rps, n) = rt.block_on(load(&base, &bearer, paths));
-        println!("  {name:<26} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   {rps:>8.0} req/s   ({n} requests)");
+        println!(
+            "  {name:<26} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   {rps:>8.0} req/s   ({n} requests)"
+        );
     }
-    println!("RSS after load {:.1} MiB", rss_kib(child.id()) as f64 / 1024.0);
+    println!(
+        "RSS after load {:.1} MiB",
+        rss_kib(child.id()) as f64 / 1024.0
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -55,7 +55,7 @@ impl App {
         std::fs::write(
             reg.join("team.yaml"),
             format!(
-                "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: team-proj\nspec:\n  git_url: {src}\n  owners: [team-a]\n  max_concurrent_jobs: 4\n  subprojects:\n    - path: .\n      test: echo testing\n      lint: 'echo first; while [ ! -f {gate} ]; do sleep 0.05; done; echo second'\n      commands:\n        slow: sleep 600\n",
+                "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: team-proj\nspec:\n  git_url: {src}\n  owners: [team-a]\n  max_concurrent_jobs: 4\n  subprojects:\n    - path: .\n      test: echo testing\n      lint: 'echo first; while [ ! -f {gate} ]; do sleep 0.05; done; echo second'\n      commands:\n        slow: sleep 600\n        typecheck: \"echo \x27src/a.ts(3,5): error TS2322: Type string is not number.\x27; exit 2\"\n",
                 src = source.path.display(),
                 gate = gate.display()
             ),
@@ -561,7 +561,7 @@ async fn jobs_enqueue_list_detail_cancel_and_cross_token() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(
         v["error"]["message"],
-        "subproject `.` has no command `tset`; commands: lint, slow, test"
+        "subproject `.` has no command `tset`; commands: lint, slow, test, typecheck"
     );
     let (s, v) = app
         .post(
@@ -940,4 +940,88 @@ async fn openapi_describes_every_route_and_metrics_render() {
     );
     assert!(text.contains("crafting_queue_depth 0"));
     assert!(text.contains("# TYPE crafting_reconciles_total counter"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_json_state_filter_and_sarif() {
+    let app = App::spawn().await;
+    let (_, v) = app
+        .post(
+            "/projects/team-proj/jobs",
+            &app.admin,
+            json!({"recipe": "typecheck"}),
+        )
+        .await;
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let done = app.wait_job(&id, &app.admin).await;
+    assert_eq!(
+        (
+            done["job"]["status"].clone(),
+            done["job"]["findings_count"].clone()
+        ),
+        (json!("failed"), json!(1)),
+        "{done}"
+    );
+    let (s, v) = app.get(&format!("/jobs/{id}/findings"), &app.admin).await;
+    assert_eq!(s, StatusCode::OK);
+    let f = &v["findings"][0];
+    assert_eq!(
+        (
+            f["tool"].clone(),
+            f["kind"].clone(),
+            f["file"].clone(),
+            f["line"].clone(),
+            f["code"].clone()
+        ),
+        (
+            json!("tsc"),
+            json!("lint"),
+            json!("src/a.ts"),
+            json!(3),
+            json!("TS2322")
+        )
+    );
+    assert_eq!(f["fingerprint"].as_str().unwrap().len(), 16);
+    assert_eq!(f["baseline_state"], "new");
+    assert_eq!(v["fixed"], json!([]));
+    let (_, v) = app
+        .get(&format!("/jobs/{id}/findings?state=new"), &app.admin)
+        .await;
+    assert_eq!(v["findings"].as_array().unwrap().len(), 1);
+    let (_, v) = app
+        .get(&format!("/jobs/{id}/findings?state=unchanged"), &app.admin)
+        .await;
+    assert_eq!(v["findings"].as_array().unwrap().len(), 0);
+    let resp = app
+        .client
+        .get(format!("{}/jobs/{id}/findings?format=sarif", app.base))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/sarif+json");
+    let sarif: Value = resp.json().await.unwrap();
+    let r = &sarif["runs"][0];
+    assert_eq!(r["tool"]["driver"]["name"], "tsc");
+    assert_eq!(r["results"][0]["ruleId"], "TS2322");
+    assert_eq!(r["results"][0]["level"], "error");
+    assert_eq!(r["results"][0]["baselineState"], "new");
+    assert_eq!(
+        r["results"][0]["locations"][0]["physicalLocation"]["region"]["startLine"],
+        3
+    );
+    // A second run of the same commit: the finding is unchanged.
+    let (_, v) = app
+        .post(
+            "/projects/team-proj/jobs",
+            &app.admin,
+            json!({"recipe": "typecheck"}),
+        )
+        .await;
+    let id2 = v["job_id"].as_str().unwrap().to_owned();
+    app.wait_job(&id2, &app.admin).await;
+    let (_, v) = app
+        .get(&format!("/jobs/{id2}/findings?state=unchanged"), &app.admin)
+        .await;
+    assert_eq!(v["findings"].as_array().unwrap().len(), 1, "{v}");
 }

@@ -593,3 +593,33 @@ async fn sweep_never_kills_a_reused_pid() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_prunes_stale_worktrees_and_collects_idle_mirrors() {
+    let f = Farm::new(&one("app", &[("ok", "true")], 60), 1, 1 << 20);
+    let _loop = f.start();
+    let (id, _) = f.enqueue("app", ".", "ok");
+    f.runner.wake();
+    assert_eq!(f.finished(&id).await.status, JobStatus::Succeeded);
+    let ws = f.runner.workspace().clone();
+    // A worktree left behind (as by a crash before the sweep existed), and one that
+    // belongs to a running job.
+    let stale = ws.worktree_path("app", "stale-job");
+    let busy = ws.worktree_path("app", "busy-job");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::create_dir_all(&busy).unwrap();
+    let mirror = ws.mirror("app");
+    assert!(mirror.join("FETCH_HEAD").exists());
+
+    // Young enough: nothing happens.
+    let (removed, collected) = ws.gc(&[], Duration::from_secs(3600), Duration::from_secs(3600));
+    assert_eq!((removed, collected), (0, 0));
+    assert!(stale.exists());
+
+    // Old enough: the stale worktree goes, the running job's stays, the mirror is gc'd.
+    let (removed, collected) = ws.gc(&["busy-job".to_owned()], Duration::ZERO, Duration::ZERO);
+    assert_eq!((removed, collected), (1, 1));
+    assert!(!stale.exists());
+    assert!(busy.exists());
+    assert!(mirror.join("HEAD").exists(), "the mirror itself is kept");
+}
