@@ -1,5 +1,6 @@
-//! Parser throughput on a ~100 MB clippy JSON log, beside the floor: plain
-//! `serde_json` deserialisation of the same lines into `serde_json::Value`.
+//! Parser throughput on a ~100 MB clippy JSON log and a ~100 MB ruff JSON report,
+//! beside the floor: plain `serde_json` deserialisation of the same bytes into
+//! `serde_json::Value`.
 //!
 //! Run: `cargo bench --bench parsers`
 

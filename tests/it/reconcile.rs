@@ -411,3 +411,102 @@ fn plan_command_exit_codes_and_output() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("bad.yaml:"), "{out}");
 }
+
+/// A git smart-HTTP server (tests/fixtures/git_http.py) that wants a token.
+struct GitHttp {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitHttp {
+    fn start(root: &Path, token: &str) -> GitHttp {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/git_http.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(root)
+            .arg(token)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the git HTTP server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        GitHttp {
+            child,
+            port: line.trim().parse().unwrap(),
+        }
+    }
+}
+
+impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn http_git_registry_with_token() {
+    let reg = Repo::new();
+    reg.write("r.yaml", &recipe("rust-default", "cargo test"))
+        .write("p.yaml", &project("app", "rust-default"));
+    let rev = reg.commit("one");
+    let served = tempfile::tempdir().unwrap();
+    crate::helpers::git(
+        served.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            reg.path.to_str().unwrap(),
+            "registry.git",
+        ],
+    );
+    let token = "s3cr3t-t0ken";
+    let server = GitHttp::start(served.path(), token);
+    let url = format!("http://127.0.0.1:{}/registry.git", server.port);
+    let work = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&work.path().join("ledger.sqlite3")).unwrap();
+
+    // Without the token: refused, recorded, nothing applied; no secret in the record.
+    let anonymous = Registry::Git(GitRegistry {
+        url: url.clone(),
+        branch: "main".into(),
+        mirror: work.path().join("anon.git"),
+        token: None,
+    });
+    let err = reconcile_once(&anonymous, &mut ledger, 1).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot fetch http://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(ledger.snapshot().unwrap().is_empty());
+
+    let wrong = Registry::Git(GitRegistry {
+        url: url.clone(),
+        branch: "main".into(),
+        mirror: work.path().join("wrong.git"),
+        token: Some("not-it".into()),
+    });
+    assert!(reconcile_once(&wrong, &mut ledger, 2).is_err());
+
+    let authed = Registry::Git(GitRegistry {
+        url,
+        branch: "main".into(),
+        mirror: work.path().join(".registry.git"),
+        token: Some(token.into()),
+    });
+    let out = reconcile_once(&authed, &mut ledger, 3).unwrap();
+    assert_eq!(out.revision, rev);
+    assert_eq!(ledger.snapshot().unwrap().len(), 2);
+    let status = ledger.registry_status().unwrap().unwrap();
+    assert!(!status.source.contains(token));
+    let mirror_config = std::fs::read_to_string(work.path().join(".registry.git/config")).unwrap();
+    assert!(
+        !mirror_config.contains(token),
+        "the token is never written to disk"
+    );
+}
