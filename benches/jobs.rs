@@ -236,6 +236,19 @@ fn main() {
         }
     }
     let secs = t.elapsed().as_secs_f64();
+    // Where the time goes: run time (claim → finished) per job.
+    let mut run_ms: Vec<f64> = ids
+        .iter()
+        .filter_map(|id| {
+            let j = ledger.lock().expect("lock").get_job(id).expect("get")?;
+            Some((j.finished_at? - j.started_at?) as f64)
+        })
+        .collect();
+    println!(
+        "  per job, claim → finished: p50 {:.0} ms, p90 {:.0} ms",
+        percentile(&mut run_ms.clone(), 0.5),
+        percentile(&mut run_ms, 0.9)
+    );
     println!(
         "throughput: {THROUGHPUT_JOBS} no-op jobs with {workers} workers in {secs:.2} s = {:.1} jobs/s",
         THROUGHPUT_JOBS as f64 / secs
