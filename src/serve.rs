@@ -129,8 +129,11 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
 
     let metrics = Arc::new(Metrics::default());
     let cfg = Arc::new(cfg);
+    let readers = crate::api::Readers::open(&cfg.ledger_path(), 4)
+        .map_err(|e| startup("ledger readers", &e))?;
     let state = AppState {
         ledger: ledger.clone(),
+        readers,
         config: cfg.clone(),
         runner: runner.clone(),
         reconcile: trigger.clone(),

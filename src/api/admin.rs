@@ -19,7 +19,7 @@ use crate::runner::with_ledger;
 
 /// `GET /healthz`: no bearer, LAN only.
 pub async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (counts, status) = with_ledger(&state.ledger, |l| {
+    let (counts, status) = with_ledger(state.read(), |l| {
         Ok((l.job_counts()?, l.registry_status()?))
     })
     .await?;
@@ -37,7 +37,7 @@ pub async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse,
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (counts, durations) = with_ledger(&state.ledger, |l| {
+    let (counts, durations) = with_ledger(state.read(), |l| {
         Ok((l.job_counts()?, l.job_duration_stats()?))
     })
     .await?;
@@ -203,7 +203,7 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<impl IntoResponse, ApiError> {
-    let tokens = with_ledger(&state.ledger, |l| l.list_tokens()).await?;
+    let tokens = with_ledger(state.read(), |l| l.list_tokens()).await?;
     let list: Vec<serde_json::Value> = tokens
         .iter()
         .map(|t| {
@@ -238,7 +238,7 @@ pub async fn registry(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (status, manifests) = with_ledger(&state.ledger, |l| {
+    let (status, manifests) = with_ledger(state.read(), |l| {
         Ok((l.registry_status()?, l.manifest_statuses()?))
     })
     .await?;

@@ -162,7 +162,7 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
         let hash = hash_bearer(bearer);
-        let token = with_ledger(&state.ledger, move |l| l.token_by_hash(&hash))
+        let token = with_ledger(state.read(), move |l| l.token_by_hash(&hash))
             .await?
             .ok_or_else(|| unauthorized("unknown or revoked token"))?;
         if !token.ip_cidrs.is_empty() {

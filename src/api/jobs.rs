@@ -94,7 +94,7 @@ pub async fn enqueue(
     }
     let project: ProjectSpec = serde_json::from_value(stored.spec.clone())
         .map_err(|e| ApiError::conflict(format!("stored project spec unreadable: {e}")))?;
-    let snap = with_ledger(&state.ledger, |l| l.snapshot()).await?;
+    let snap = with_ledger(state.read(), |l| l.snapshot()).await?;
     let recipes: std::collections::BTreeMap<String, RecipeSpec> = snap
         .values()
         .filter(|o| o.kind == Kind::Recipe && o.retired_at.is_none())
@@ -217,7 +217,7 @@ pub async fn list(
     };
     let c = caller.clone();
     let project = q.project.clone().filter(|p| !p.is_empty());
-    let jobs = with_ledger(&state.ledger, move |l| {
+    let jobs = with_ledger(state.read(), move |l| {
         let visible = c.visible_projects(l)?;
         l.list_jobs(&JobFilter {
             project,
@@ -245,7 +245,7 @@ pub async fn list(
 pub async fn visible_job(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
     let i = id.to_owned();
     let c = caller.clone();
-    let found = with_ledger(&state.ledger, move |l| {
+    let found = with_ledger(state.read(), move |l| {
         let Some(job) = l.get_job(&i)? else {
             return Ok(None);
         };
@@ -434,7 +434,7 @@ pub async fn findings(
     };
     let job = visible_job(&state, &caller, &id).await?;
     let jid = job.id.clone();
-    let mut rows = with_ledger(&state.ledger, move |l| l.findings_of_job(&jid)).await?;
+    let mut rows = with_ledger(state.read(), move |l| l.findings_of_job(&jid)).await?;
     if let Some(w) = &wanted {
         rows.retain(|f| f.f.baseline_state.as_deref() == Some(w.as_str()));
     }
@@ -514,7 +514,7 @@ pub async fn list_patches(
 ) -> Result<impl IntoResponse, ApiError> {
     let limit = parse_limit(q.limit.as_deref(), 50)?;
     let c = caller.clone();
-    let patches = with_ledger(&state.ledger, move |l| {
+    let patches = with_ledger(state.read(), move |l| {
         let visible = c.visible_projects(l)?;
         l.list_patches(
             visible.as_deref(),
@@ -538,7 +538,7 @@ pub async fn patch_detail(
         .parse()
         .map_err(|_| ApiError::not_found(format!("no patch attempt `{id}`")))?;
     let c = caller.clone();
-    let found = with_ledger(&state.ledger, move |l| {
+    let found = with_ledger(state.read(), move |l| {
         let Some((p, project)) = l.get_patch(n)? else {
             return Ok(None);
         };

@@ -39,8 +39,11 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// The ledger.
+    /// The ledger, for writes (one connection, shared with the runner).
     pub ledger: SharedLedger,
+    /// Read-only connections to the same ledger: with WAL, reads never wait for
+    /// writes, and concurrent requests do not queue behind one connection.
+    pub readers: Readers,
     /// The configuration.
     pub config: Arc<Config>,
     /// The runner (enqueue wake-ups, cancel, stats).
@@ -51,6 +54,41 @@ pub struct AppState {
     pub started: Instant,
     /// Reconcile figures for `/metrics`.
     pub metrics: Arc<Metrics>,
+}
+
+/// A small pool of read-only ledger connections, handed out round-robin.
+#[derive(Clone)]
+pub struct Readers {
+    conns: Arc<Vec<SharedLedger>>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Readers {
+    /// Opens `n` read-only connections to the ledger at `path` (which must exist).
+    pub fn open(path: &std::path::Path, n: usize) -> Result<Readers, LedgerError> {
+        let mut conns = Vec::new();
+        for _ in 0..n.max(1) {
+            conns.push(Arc::new(std::sync::Mutex::new(
+                crate::ledger::Ledger::open_read_only(path)?,
+            )));
+        }
+        Ok(Readers {
+            conns: Arc::new(conns),
+            next: Arc::default(),
+        })
+    }
+}
+
+impl AppState {
+    /// A read-only connection for one request.
+    pub fn read(&self) -> &SharedLedger {
+        let c = &self.readers.conns;
+        let i = self
+            .readers
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &c[i % c.len()]
+    }
 }
 
 /// Counters the API exposes in `/metrics`.

@@ -124,7 +124,7 @@ fn registry_conflict(p: &StoredObject) -> ApiError {
 }
 
 async fn recipes(state: &AppState) -> Result<Vec<StoredObject>, ApiError> {
-    Ok(with_ledger(&state.ledger, |l| l.snapshot())
+    Ok(with_ledger(state.read(), |l| l.snapshot())
         .await?
         .into_values()
         .filter(|o| o.kind == Kind::Recipe && o.retired_at.is_none())
@@ -140,7 +140,7 @@ pub async fn create(
     let (name, spec) = split_name(body)?;
     let name = name.ok_or_else(|| ApiError::invalid("name: required"))?;
     let n = name.clone();
-    if let Some(existing) = with_ledger(&state.ledger, move |l| l.get_project(&n)).await? {
+    if let Some(existing) = with_ledger(state.read(), move |l| l.get_project(&n)).await? {
         return Err(match existing.source {
             Source::Registry => registry_conflict(&existing),
             Source::Api if caller.can_see(&existing) => {
@@ -162,7 +162,7 @@ pub async fn create(
         )));
     }
     let n = name.clone();
-    let p = with_ledger(&state.ledger, move |l| l.get_project(&n))
+    let p = with_ledger(state.read(), move |l| l.get_project(&n))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("project `{name}` vanished")))?;
     Ok((
@@ -176,7 +176,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    let snap = with_ledger(&state.ledger, |l| l.snapshot()).await?;
+    let snap = with_ledger(state.read(), |l| l.snapshot()).await?;
     let projects: Vec<serde_json::Value> = snap
         .values()
         .filter(|o| o.kind == Kind::Project && caller.can_see(o))
@@ -192,7 +192,7 @@ pub async fn visible_project(
     name: &str,
 ) -> Result<StoredObject, ApiError> {
     let n = name.to_owned();
-    match with_ledger(&state.ledger, move |l| l.get_project(&n)).await? {
+    match with_ledger(state.read(), move |l| l.get_project(&n)).await? {
         Some(p) if caller.can_see(&p) => Ok(p),
         _ => Err(ApiError::not_found(format!("no project `{name}`"))),
     }
@@ -253,7 +253,7 @@ pub async fn remove(
             limit: 10_000,
             ..JobFilter::default()
         };
-        let jobs = with_ledger(&state.ledger, move |l| l.list_jobs(&f)).await?;
+        let jobs = with_ledger(state.read(), move |l| l.list_jobs(&f)).await?;
         for j in jobs {
             state.runner.cancel(&j.id, "project deleted").await?;
         }
@@ -267,7 +267,7 @@ pub async fn remove(
             limit: 1,
             ..JobFilter::default()
         };
-        let running = with_ledger(&state.ledger, move |l| l.list_jobs(&f)).await?;
+        let running = with_ledger(state.read(), move |l| l.list_jobs(&f)).await?;
         if running.is_empty() || std::time::Instant::now() > deadline {
             break;
         }

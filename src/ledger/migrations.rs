@@ -130,8 +130,10 @@ CREATE TABLE jobs (
     started_at            INTEGER,
     finished_at           INTEGER
 );
-CREATE INDEX jobs_by_status ON jobs (status, created_at);
-CREATE INDEX jobs_by_project ON jobs (project_name, created_at);
+CREATE INDEX jobs_by_created ON jobs (created_at, id);
+CREATE INDEX jobs_by_status ON jobs (status, created_at, id);
+CREATE INDEX jobs_by_project ON jobs (project_name, created_at, id);
+CREATE INDEX jobs_by_schedule ON jobs (schedule_name, status);
 CREATE INDEX jobs_by_run_key ON jobs (project_name, subproject, recipe, finished_at);
 
 CREATE TABLE findings (

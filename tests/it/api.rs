@@ -77,6 +77,7 @@ impl App {
         let lookup = move |k: &str| env.get(k).cloned();
         let cfg = Config::from_lookup(&lookup, None, 2).unwrap();
         let ledger = Ledger::open(&cfg.ledger_path()).unwrap();
+        let state_path = cfg.ledger_path();
         assert!(api::ensure_admin_token(&ledger, &cfg.admin_bearer_path()).unwrap());
         let admin = std::fs::read_to_string(cfg.admin_bearer_path())
             .unwrap()
@@ -104,8 +105,10 @@ impl App {
         tokio::spawn(async move {
             looped::run(registry, l2, rx, Duration::from_secs(3600), |_| {}).await
         });
+        let readers = api::Readers::open(&state_path, 2).unwrap();
         let state = AppState {
             ledger,
+            readers,
             config: Arc::new(cfg),
             runner,
             reconcile: trigger,
