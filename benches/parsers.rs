@@ -53,4 +53,49 @@ fn main() {
         mb / ours,
         ours / floor
     );
+    drop(log);
+
+    // ruff: one pretty-printed JSON array, as `ruff check --output-format=json` prints.
+    let mut report = String::from("[\n");
+    let mut i = 0usize;
+    while report.len() < 100 * 1024 * 1024 {
+        if i > 0 {
+            report.push_str(",\n");
+        }
+        report.push_str(&format!(
+            "  {{\n    \"cell\": null,\n    \"code\": \"F401\",\n    \"end_location\": {{\n      \"column\": 10,\n      \"row\": {r}\n    }},\n    \"filename\": \"/w/app/pkg{m}/mod.py\",\n    \"fix\": {{\n      \"applicability\": \"safe\",\n      \"edits\": [],\n      \"message\": \"Remove unused import: `os`\"\n    }},\n    \"location\": {{\n      \"column\": 8,\n      \"row\": {r}\n    }},\n    \"message\": \"`os` imported but unused\",\n    \"noqa_row\": {r},\n    \"url\": \"https://docs.astral.sh/ruff/rules/unused-import\"\n  }}",
+            r = i % 4000 + 1,
+            m = i % 89
+        ));
+        i += 1;
+    }
+    report.push_str("\n]\n");
+    let mb = report.len() as f64 / (1024.0 * 1024.0);
+    let t = Instant::now();
+    let v: serde_json::Value = serde_json::from_str(&report).expect("json");
+    let floor = t.elapsed().as_secs_f64();
+    let n = v.as_array().map_or(0, Vec::len);
+    drop(v);
+    let t = Instant::now();
+    let parsed = crafting_table::parsers::parse(&crafting_table::parsers::Input {
+        language: Some("python"),
+        recipe: "lint",
+        exit_code: Some(1),
+        timed_out: false,
+        log: &report,
+    });
+    let ours = t.elapsed().as_secs_f64();
+    println!(
+        "ruff JSON report: {mb:.1} MiB, {n} diagnostics, {} findings",
+        parsed.findings.len()
+    );
+    println!(
+        "  floor: serde_json::Value, whole     {:>8.1} MiB/s",
+        mb / floor
+    );
+    println!(
+        "  parsers::parse (python)            {:>8.1} MiB/s  ({:.2}x the floor's time)",
+        mb / ours,
+        ours / floor
+    );
 }

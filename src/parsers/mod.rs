@@ -145,14 +145,23 @@ pub fn parse(input: &Input<'_>) -> Parsed {
 
 impl Parsed {
     fn merge(&mut self, other: Parsed) {
-        let mut seen: std::collections::HashSet<RawFinding> =
-            self.findings.iter().cloned().collect();
+        self.skipped += other.skipped;
+        if self.findings.is_empty() {
+            self.findings = other.findings;
+            return;
+        }
+        let hash = |f: &RawFinding| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            f.hash(&mut h);
+            h.finish()
+        };
+        let mut seen: std::collections::HashSet<u64> = self.findings.iter().map(hash).collect();
         for f in other.findings {
-            if seen.insert(f.clone()) {
+            if seen.insert(hash(&f)) {
                 self.findings.push(f);
             }
         }
-        self.skipped += other.skipped;
     }
 }
 
