@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Ledger, LedgerError};
+use super::{Ledger, LedgerError, sql_error};
 
 /// A finding to store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -129,11 +129,7 @@ impl Ledger {
         fixed: &[String],
         now: i64,
     ) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let err = |source| LedgerError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute("DELETE FROM findings WHERE job_id = ?1", params![job_id])
             .map_err(err)?;

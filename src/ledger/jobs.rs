@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Ledger, LedgerError};
+use super::{Ledger, LedgerError, sql_error};
 
 /// Where a job is in its life.
 #[derive(
@@ -203,11 +203,7 @@ impl Ledger {
     /// Enqueues a job; when an identical job (project, subproject, recipe, ref) is
     /// still queued, returns that one instead and `true`.
     pub fn enqueue_job(&mut self, new: &NewJob, now: i64) -> Result<(Job, bool), LedgerError> {
-        let path = self.path.clone();
-        let err = |source| LedgerError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

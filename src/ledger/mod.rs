@@ -63,6 +63,32 @@ pub enum LedgerError {
     },
 }
 
+/// A function that wraps a SQLite error with the ledger's path.
+pub(crate) fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + Copy + '_ {
+    move |source| LedgerError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Sets the busy timeout and returns the schema version, refusing a ledger newer
+/// than this binary.
+fn check_version(conn: &Connection, path: &Path) -> Result<u32, LedgerError> {
+    let sql = sql_error(path);
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    let found: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    if found > latest_version() {
+        return Err(LedgerError::TooNew {
+            path: path.to_owned(),
+            found,
+            supported: latest_version(),
+        });
+    }
+    Ok(found)
+}
+
 /// An open ledger.
 pub struct Ledger {
     conn: Connection,
@@ -84,23 +110,10 @@ impl Ledger {
                 source,
             })?;
         }
-        let sql = |source| LedgerError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
+        let sql = sql_error(path);
         let conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
         // Check the version before anything that writes (journal_mode=WAL does).
-        let found: u32 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql)?;
-        if found > latest_version() {
-            return Err(LedgerError::TooNew {
-                path: path.to_owned(),
-                found,
-                supported: latest_version(),
-            });
-        }
+        let found = check_version(&conn, path)?;
         let mut ledger = Ledger {
             conn,
             path: path.to_owned(),
@@ -112,26 +125,13 @@ impl Ledger {
 
     /// Opens an existing ledger for reading only (for `plan` beside a running farm).
     pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
-        let sql = |source| LedgerError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
+        let sql = sql_error(path);
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-        let found: u32 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql)?;
-        if found > latest_version() {
-            return Err(LedgerError::TooNew {
-                path: path.to_owned(),
-                found,
-                supported: latest_version(),
-            });
-        }
+        check_version(&conn, path)?;
         Ok(Ledger {
             conn,
             path: path.to_owned(),

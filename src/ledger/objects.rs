@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Ledger, LedgerError};
+use super::{Ledger, LedgerError, sql_error};
 use crate::manifest::Kind;
 
 /// Who owns an object.
@@ -184,11 +184,7 @@ impl Ledger {
     /// Applies one reconcile: object writes, manifest statuses and the registry
     /// status, all or nothing.
     pub fn apply_reconcile(&mut self, rec: &ReconcileRecord) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let err = |source| LedgerError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

@@ -3,7 +3,7 @@
 use rusqlite::params;
 
 use super::jobs::{Job, NewJob, enqueue_in};
-use super::{Ledger, LedgerError};
+use super::{Ledger, LedgerError, sql_error};
 
 /// An active schedule as the scheduler needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,11 +73,7 @@ impl Ledger {
         fire: &Fire<'_>,
         now: i64,
     ) -> Result<Option<Vec<Job>>, LedgerError> {
-        let path = self.path.clone();
-        let err = |source| LedgerError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
