@@ -48,9 +48,21 @@ pub fn parse(log: &str) -> Parsed {
             let Some(rest) = line.strip_prefix(prefix) else {
                 continue;
             };
-            let (node, msg) = rest.split_once(" - ").unwrap_or((rest, ""));
+            // A parametrized id may hold " - " and spaces inside its brackets.
+            let first_dash = rest.find(" - ").unwrap_or(rest.len());
+            let split_from = match (rest.find('['), rest.find("::")) {
+                (Some(b), Some(c)) if b > c && b < first_dash => {
+                    rest[b..].find(']').map_or(0, |e| b + e)
+                }
+                _ => 0,
+            };
+            let (node, msg) = match rest[split_from..].find(" - ") {
+                Some(i) => (&rest[..split_from + i], &rest[split_from + i + 3..]),
+                None => (rest, ""),
+            };
             let node = node.trim();
-            if !(node.contains("::") || node.ends_with(".py")) || node.contains(' ') {
+            let path_part = node.split("::").next().unwrap_or(node);
+            if !(node.contains("::") || node.ends_with(".py")) || path_part.contains(' ') {
                 continue;
             }
             if !summary.iter().any(|(n, _, _)| n == node) {

@@ -9,8 +9,10 @@ use super::{Parsed, RawFinding, clean_line};
 
 fn parse_head(line: &str) -> Option<(String, i64, i64, String, String, String)> {
     // Plain: file(line,col): error TSnnnn: message
-    if let Some(open) = line.find('(')
-        && let Some(close) = line[open..].find("): ").map(|c| open + c)
+    // The location is the last parenthesis before "): " — directory names may hold
+    // parentheses too (Next.js route groups: `app/(shop)/page.tsx(3,7): …`).
+    if let Some(close) = line.find("): ")
+        && let Some(open) = line[..close].rfind('(')
     {
         let file = &line[..open];
         let (l, c) = line[open + 1..close].split_once(',')?;

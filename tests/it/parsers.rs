@@ -347,3 +347,41 @@ fn truncation_never_panics_or_invents() {
         }
     }
 }
+
+#[test]
+fn edge_cases_from_real_projects() {
+    // pytest: parametrized ids with spaces and " - " inside the brackets.
+    let log = "FAILED tests/test_calc.py::test_sub[10 - 3 - 7] - assert 6 == 7\nFAILED tests/test_calc.py::test_ok[a b] - AssertionError\nFAILED tests/test_calc.py::test_list - assert [1] == [2]\n";
+    let f = run(log, "python", "test", 1);
+    let codes: Vec<&str> = f.iter().filter_map(|x| x.code.as_deref()).collect();
+    assert_eq!(
+        codes,
+        [
+            "tests/test_calc.py::test_sub[10 - 3 - 7]",
+            "tests/test_calc.py::test_ok[a b]",
+            "tests/test_calc.py::test_list"
+        ]
+    );
+    assert_eq!(f[2].message, "assert [1] == [2]");
+    assert_eq!(f[0].message, "assert 6 == 7");
+
+    // tsc: parentheses in directory names (Next.js route groups), and --pretty.
+    let log = "app/(shop)/cart/page.tsx(12,5): error TS2339: Property 'x' does not exist on type 'Y'.\nsrc/a.ts:3:7 - error TS2322: Type 'string' is not assignable to type 'number'.\n";
+    let f = run(log, "typescript", "build", 2);
+    assert_eq!(
+        render(&f),
+        "tsc lint error app/(shop)/cart/page.tsx:12:5 TS2339 — Property 'x' does not exist on type 'Y'.\ntsc lint error src/a.ts:3:7 TS2322 — Type 'string' is not assignable to type 'number'."
+    );
+
+    // mypy: a note on its own (no error before it) is kept as an info finding.
+    let log = "{\"file\": \"a.py\", \"line\": 1, \"column\": 0, \"message\": \"Revealed type is int\", \"hint\": null, \"code\": \"misc\", \"severity\": \"note\"}\n";
+    let f = run(log, "python", "lint", 0);
+    assert_eq!(
+        render(&f),
+        "mypy lint info a.py:1:1 misc — Revealed type is int"
+    );
+
+    // eslint output glued to the farm's next line still parses.
+    let log = "[{\"filePath\":\"/w/a.js\",\"messages\":[{\"ruleId\":\"semi\",\"severity\":1,\"message\":\"Missing semicolon.\",\"line\":1,\"column\":9}],\"errorCount\":0,\"warningCount\":1}]\n[crafting-table] exit 1 after 0.4s\n";
+    assert_eq!(run(log, "javascript", "lint", 1).len(), 1);
+}
