@@ -669,3 +669,41 @@ fn rejected_document_keeps_its_identity_when_readable() {
     assert_eq!(loaded.rejected[0].kind, Some(Kind::Project));
     assert_eq!(loaded.rejected[0].name.as_deref(), Some("app"));
 }
+
+/// Mutations of a valid registry (bytes flipped, dropped, duplicated; lines cut)
+/// never panic the loader, and every rejection has a position in its file.
+#[test]
+fn mutated_manifests_never_panic() {
+    let base = format!(
+        "{RECIPE}---\n{}---\n{}",
+        project("  subprojects:\n    - {path: ., extends: rust-default, env: {A: b}}\n  notify: {email: [a@b.c], on: [cve_found]}\n"),
+        schedule("  cron: '0 2 * * *'\n  timezone: Europe/Paris\n  projects: [app]\n  recipe: test\n")
+    );
+    let alphabet = b"{}[]:,-'\"#&*!|>%@`\t\n ?abc019";
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3000 {
+        let mut bytes = base.clone().into_bytes();
+        for _ in 0..(next() % 4 + 1) {
+            let at = (next() as usize) % bytes.len();
+            match next() % 4 {
+                0 => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                1 => {
+                    bytes.remove(at);
+                }
+                2 => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                _ => bytes.truncate(at.max(1)),
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let loaded = load_files(&[("m.yaml", &text)]);
+        for d in &loaded.diagnostics {
+            assert!(d.line >= 1 && d.col >= 1, "{d} for input {text:?}");
+        }
+    }
+}
