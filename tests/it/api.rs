@@ -849,6 +849,7 @@ async fn registry_routes_and_webhook_signatures() {
         r.send()
     };
     let good = sign(&body);
+    let (_, before) = app.get("/registry", &team).await;
     assert_eq!(
         hook(vec![("X-Gitea-Signature", good.clone())], body.clone())
             .await
@@ -856,6 +857,19 @@ async fn registry_routes_and_webhook_signatures() {
             .status(),
         StatusCode::ACCEPTED
     );
+    // The signed push made the reconcile loop run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, now) = app.get("/registry", &team).await;
+        if now["last_attempt_at"] != before["last_attempt_at"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "webhook did not trigger a reconcile"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         hook(
             vec![("X-Hub-Signature-256", format!("sha256={good}"))],

@@ -676,8 +676,12 @@ fn rejected_document_keeps_its_identity_when_readable() {
 fn mutated_manifests_never_panic() {
     let base = format!(
         "{RECIPE}---\n{}---\n{}",
-        project("  subprojects:\n    - {path: ., extends: rust-default, env: {A: b}}\n  notify: {email: [a@b.c], on: [cve_found]}\n"),
-        schedule("  cron: '0 2 * * *'\n  timezone: Europe/Paris\n  projects: [app]\n  recipe: test\n")
+        project(
+            "  subprojects:\n    - {path: ., extends: rust-default, env: {A: b}}\n  notify: {email: [a@b.c], on: [cve_found]}\n"
+        ),
+        schedule(
+            "  cron: '0 2 * * *'\n  timezone: Europe/Paris\n  projects: [app]\n  recipe: test\n"
+        )
     );
     let alphabet = b"{}[]:,-'\"#&*!|>%@`\t\n ?abc019";
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
