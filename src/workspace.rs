@@ -5,9 +5,10 @@
 //! - `<project>/<job-id>` — the job's worktree, detached at the resolved sha,
 //!   removed when the job ends.
 //!
-//! All git operations on one project's mirror (fetch, worktree add and remove) are
-//! serialised by a per-project lock; the job's command runs outside it. Blocking:
-//! call from `spawn_blocking`.
+//! Fetches into one project's mirror (and `worktree prune`, `gc`) are serialised
+//! by a per-project lock; worktrees are added and removed outside it (git locks a
+//! worktree while it is created), and the job's command runs outside it too.
+//! Blocking: call from `spawn_blocking`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -79,36 +80,40 @@ impl Workspace {
         git_ref: &str,
         job_id: &str,
     ) -> Result<Checkout, GitError> {
-        let lock = self.lock(project);
-        let _guard = match lock.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
         let git = Git::new();
         let mirror = self.mirror(project);
-        if !mirror.join("HEAD").exists() {
-            std::fs::create_dir_all(&mirror).map_err(|e| io_err("create mirror", &e))?;
-            git.run(Some(&mirror), ["init", "--bare", "--quiet"])?;
-        }
-        git.run(
-            Some(&mirror),
-            [
-                "fetch",
-                "--quiet",
-                "--prune",
-                "--force",
-                "--",
-                url,
-                "+refs/heads/*:refs/remotes/origin/*",
-                "+refs/tags/*:refs/tags/*",
-            ],
-        )?;
-        let sha = resolve_ref(&git, &mirror, git_ref)?;
+        // Fetches (and the mirror's creation) are serialised per project; adding a
+        // worktree is not: git locks each new worktree while it is created.
+        let sha = {
+            let lock = self.lock(project);
+            let _guard = match lock.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if !mirror.join("HEAD").exists() {
+                std::fs::create_dir_all(&mirror).map_err(|e| io_err("create mirror", &e))?;
+                git.run(Some(&mirror), ["init", "--bare", "--quiet"])?;
+            }
+            git.run(
+                Some(&mirror),
+                [
+                    "fetch",
+                    "--quiet",
+                    "--prune",
+                    "--force",
+                    "--",
+                    url,
+                    "+refs/heads/*:refs/remotes/origin/*",
+                    "+refs/tags/*:refs/tags/*",
+                ],
+            )?;
+            resolve_ref(&git, &mirror, git_ref)?
+        };
         let worktree = self.worktree_path(project, job_id);
         if worktree.exists() {
             // A leftover from a crash with the same id cannot happen with fresh ids,
             // but never build on top of unknown files.
-            let _ = self.remove_locked(&git, &mirror, &worktree);
+            let _ = self.remove(&git, project, &worktree);
         }
         let wt = worktree.display().to_string();
         git.run(
@@ -128,23 +133,17 @@ impl Workspace {
     /// Removes a job's worktree (and its registration in the mirror). Never fails:
     /// problems are logged, and a directory left behind is removed by hand.
     pub fn remove_worktree(&self, project: &str, worktree: &Path) {
-        let lock = self.lock(project);
-        let _guard = match lock.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let git = Git::new();
-        let mirror = self.mirror(project);
-        if let Err(e) = self.remove_locked(&git, &mirror, worktree) {
+        if let Err(e) = self.remove(&Git::new(), project, worktree) {
             tracing::warn!(worktree = %worktree.display(), error = %e, "worktree removal");
         }
     }
 
-    fn remove_locked(&self, git: &Git, mirror: &Path, worktree: &Path) -> Result<(), GitError> {
+    fn remove(&self, git: &Git, project: &str, worktree: &Path) -> Result<(), GitError> {
+        let mirror = self.mirror(project);
         let wt = worktree.display().to_string();
         let r = if mirror.exists() {
             git.run(
-                Some(mirror),
+                Some(&mirror),
                 ["worktree", "remove", "--force", "--force", wt.as_str()],
             )
             .map(|_| ())
@@ -155,7 +154,12 @@ impl Workspace {
             let _ = std::fs::remove_dir_all(worktree);
         }
         if mirror.exists() {
-            let _ = git.run(Some(mirror), ["worktree", "prune"]);
+            let lock = self.lock(project);
+            let _guard = match lock.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let _ = git.run(Some(&mirror), ["worktree", "prune"]);
         }
         r
     }
