@@ -304,12 +304,26 @@ pub fn router(state: AppState) -> Router {
             )
         });
     api.layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // A bug must not reach the client as a dropped connection: answer 500 JSON.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::lan_only,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked; answered 500");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the farm's log",
+    )
+    .into_response()
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
