@@ -329,7 +329,21 @@ impl Runner {
             let url = resolve_git_url(&project.git_url, source, &self.inner.cfg.registry_base);
             tokio::spawn(async move {
                 let id = job.id.clone();
-                me.run_job(job, url, rx, reason).await;
+                // Run the job in a task of its own: should it panic (a bug), the job
+                // is recorded as a farm error and its worker slot is freed.
+                let runner = me.clone();
+                let ran =
+                    tokio::spawn(async move { runner.run_job(job, url, rx, reason).await }).await;
+                if let Err(e) = ran {
+                    tracing::error!(job = %id, error = %e, "job task failed");
+                    me.finish(
+                        &id,
+                        JobStatus::Error,
+                        None,
+                        Some("internal error in the runner; see the farm's log".to_owned()),
+                    )
+                    .await;
+                }
                 lock(&me.inner.running).remove(&id);
                 me.inner.wake.notify_one();
                 me.inner.idle.notify_waiters();
