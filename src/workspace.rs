@@ -5,10 +5,11 @@
 //! - `<project>/<job-id>` — the job's worktree, detached at the resolved sha,
 //!   removed when the job ends.
 //!
-//! Fetches into one project's mirror (and `worktree prune`, `gc`) are serialised
-//! by a per-project lock; worktrees are added and removed outside it (git locks a
-//! worktree while it is created), and the job's command runs outside it too.
-//! Blocking: call from `spawn_blocking`.
+//! Fetches into one project's mirror (and `gc`) are serialised by a per-project
+//! lock. Worktree adds run in parallel with each other but not with removals (an
+//! RwLock: git drops the mirror's `worktrees/` directory when the last worktree
+//! goes). The job's command runs outside both. Blocking: call from
+//! `spawn_blocking`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,10 @@ use crate::git::{Git, GitError};
 pub struct Workspace {
     root: PathBuf,
     locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// Per project: worktree adds share it, removals and prunes take it alone
+    /// (git deletes the mirror's `worktrees/` directory when the last worktree
+    /// goes, which would break an add running at that moment).
+    trees: Arc<Mutex<HashMap<String, Arc<std::sync::RwLock<()>>>>>,
 }
 
 /// A checked-out job.
@@ -39,12 +44,21 @@ impl Workspace {
         Workspace {
             root,
             locks: Arc::default(),
+            trees: Arc::default(),
         }
     }
 
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    fn trees(&self, project: &str) -> Arc<std::sync::RwLock<()>> {
+        let mut map = match self.trees.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(project.to_owned()).or_default().clone()
     }
 
     fn lock(&self, project: &str) -> Arc<Mutex<()>> {
@@ -116,6 +130,11 @@ impl Workspace {
             let _ = self.remove(&git, project, &worktree);
         }
         let wt = worktree.display().to_string();
+        let trees = self.trees(project);
+        let _shared = match trees.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
         git.run(
             Some(&mirror),
             [
@@ -140,6 +159,11 @@ impl Workspace {
 
     fn remove(&self, git: &Git, project: &str, worktree: &Path) -> Result<(), GitError> {
         let mirror = self.mirror(project);
+        let trees = self.trees(project);
+        let _alone = match trees.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
         let wt = worktree.display().to_string();
         let r = if mirror.exists() {
             git.run(
@@ -154,11 +178,6 @@ impl Workspace {
             let _ = std::fs::remove_dir_all(worktree);
         }
         if mirror.exists() {
-            let lock = self.lock(project);
-            let _guard = match lock.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
             let _ = git.run(Some(&mirror), ["worktree", "prune"]);
         }
         r
@@ -205,6 +224,11 @@ impl Workspace {
             if mirror.exists() && age(&mirror.join("FETCH_HEAD")) >= idle {
                 let lock = self.lock(&project);
                 let _guard = match lock.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                let trees = self.trees(&project);
+                let _alone = match trees.write() {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 };

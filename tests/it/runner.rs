@@ -430,7 +430,14 @@ async fn limits_and_coalescing_under_twenty_jobs() {
 
     let _loop = f.start();
     for id in &ids {
-        assert_eq!(f.finished(id).await.status, JobStatus::Succeeded);
+        let j = f.finished(id).await;
+        assert_eq!(
+            j.status,
+            JobStatus::Succeeded,
+            "{:?}\n{}",
+            j.error,
+            f.log(id)
+        );
     }
     let text = std::fs::read_to_string(trace.path()).unwrap();
     let (mut total, mut max_total) = (0i32, 0i32);
