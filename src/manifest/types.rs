@@ -296,16 +296,6 @@ pub enum Emails {
     Many(Vec<String>),
 }
 
-impl Emails {
-    /// The addresses as a slice-like list.
-    pub fn to_vec(&self) -> Vec<String> {
-        match self {
-            Emails::One(e) => vec![e.clone()],
-            Emails::Many(v) => v.clone(),
-        }
-    }
-}
-
 /// Notification settings inside a `Project`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

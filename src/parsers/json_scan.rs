@@ -4,15 +4,10 @@
 use serde_json::Value;
 
 /// Every JSON value in `log` that starts at the beginning of a line with `{` or `[`
-/// (after ANSI codes and spaces) and parses completely, with the byte offset it
-/// starts at. A value that starts like JSON but does not parse is counted in the
-/// second result. Values are not searched for inside other values.
-pub fn values(log: &str) -> (Vec<Value>, usize) {
-    values_where(log, |_| true)
-}
-
-/// Like [`values`], but only tries lines for which `start` holds (a cheap check on
-/// the first line, so a parser does not pay for JSON that is not its own).
+/// (after spaces) and parses completely. A value that starts like JSON but does not
+/// parse is counted in the second result. Values are not searched for inside other values. Only lines for
+/// which `start` holds are tried (a cheap check on the first line, so a parser does
+/// not pay for JSON that is not its own).
 pub fn values_where(log: &str, start: impl Fn(&str) -> bool) -> (Vec<Value>, usize) {
     let mut out = Vec::new();
     let mut bad = 0;
@@ -60,7 +55,7 @@ mod tests {
     fn finds_lines_and_pretty_documents() {
         let log =
             "noise\n{\"a\":1}\n  Compiling x\n[\n  {\"b\": 2},\n  {\"c\": 3}\n]\n{\"broken\": \n";
-        let (v, bad) = values(log);
+        let (v, bad) = values_where(log, |_| true);
         assert_eq!(v.len(), 2);
         assert_eq!(v[1][1]["c"], 3);
         assert_eq!(bad, 1);

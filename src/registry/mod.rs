@@ -81,15 +81,6 @@ impl Registry {
             Registry::Git(g) => g.fetch(),
         }
     }
-
-    /// The directory a relative `git_url` is resolved against, or the URL it is
-    /// joined to for git registries.
-    pub fn base_for_relative_urls(&self) -> String {
-        match self {
-            Registry::Dir(d) => d.display().to_string(),
-            Registry::Git(g) => g.url.clone(),
-        }
-    }
 }
 
 /// A short hash of a manifest set: paths and contents, in order.
