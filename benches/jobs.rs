@@ -9,12 +9,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crafting_table::ledger::{Ledger, NewJob, Trigger};
-use crafting_table::manifest::Kind;
-use crafting_table::manifest::resolve::resolve;
+use crafting_table::enqueue::{Catalog, JobRequest};
+use crafting_table::ledger::{Ledger, Trigger};
 use crafting_table::reconciler::reconcile_once;
 use crafting_table::registry::Registry;
 use crafting_table::runner::{Runner, RunnerConfig};
@@ -76,7 +74,7 @@ fn main() {
     .expect("write");
     let mut ledger = Ledger::open(&tmp.path().join("data/ledger.sqlite3")).expect("ledger");
     reconcile_once(&Registry::Dir(reg.clone()), &mut ledger, 0).expect("reconcile");
-    let ledger = Arc::new(Mutex::new(ledger));
+    let db = crafting_table::ledger::Db::with_writer(ledger, 2).expect("readers");
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,41 +88,35 @@ fn main() {
             kill_grace: Duration::from_secs(10),
             registry_base: reg,
         },
-        ledger.clone(),
+        db.clone(),
         Workspace::new(tmp.path().join("data/workspace")),
+        crafting_table::clock::system(),
+        crafting_table::events::Events::new(),
     );
-    crafting_table::findings::install(&runner, ledger.clone());
+    crafting_table::findings::install(&runner);
     let r = runner.clone();
     rt.spawn(async move { r.run().await });
 
     let enqueue = |cmd: &str| -> String {
-        let mut l = ledger.lock().expect("lock");
-        let snap = l.snapshot().expect("snapshot");
-        let p = serde_json::from_value(snap[&(Kind::Project, "bench".to_owned())].spec.clone())
-            .expect("spec");
-        let resolved = resolve(&p, ".", cmd, &Default::default()).expect("resolve");
-        let (job, _) = l
-            .enqueue_job(
-                &NewJob {
+        db.write_blocking(|l| {
+            let new = Catalog::new(l.snapshot().expect("snapshot"))
+                .new_job(&JobRequest {
                     project: "bench".into(),
-                    subproject: ".".into(),
+                    subproject: Some(".".into()),
                     recipe: cmd.into(),
+                    git_ref: Some("main".into()),
                     trigger: Trigger::Api,
                     schedule: None,
-                    git_ref: "main".into(),
-                    snapshot: serde_json::to_value(&resolved).expect("json"),
-                },
-                chrono::Utc::now().timestamp_millis(),
-            )
-            .expect("enqueue");
-        job.id
+                })
+                .expect("resolve");
+            let (job, _) = l
+                .enqueue_job(&new, chrono::Utc::now().timestamp_millis())
+                .expect("enqueue");
+            job.id
+        })
     };
     let finished = |id: &str| {
-        ledger
-            .lock()
-            .expect("lock")
-            .get_job(id)
-            .expect("get")
+        db.read_blocking(|l| l.get_job(id).expect("get"))
             .is_some_and(|j| j.status.is_terminal())
     };
 
@@ -240,7 +232,7 @@ fn main() {
     let mut run_ms: Vec<f64> = ids
         .iter()
         .filter_map(|id| {
-            let j = ledger.lock().expect("lock").get_job(id).expect("get")?;
+            let j = db.read_blocking(|l| l.get_job(id).expect("get"))?;
             Some((j.finished_at? - j.started_at?) as f64)
         })
         .collect();

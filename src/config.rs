@@ -24,6 +24,7 @@ const KEYS: &[&str] = &[
     "registry_branch",
     "registry_token",
     "registry_poll_secs",
+    "git_timeout_secs",
     "bind",
     "lan_cidrs",
     "workers",
@@ -56,10 +57,7 @@ impl RegistrySource {
     /// Reads `CRAFTING_REGISTRY`: URLs (`scheme://`, `user@host:path`) and paths ending
     /// in `.git` are git repositories; anything else is a directory.
     pub fn parse(value: &str) -> RegistrySource {
-        let scp_like = value
-            .split_once(':')
-            .is_some_and(|(host, _)| host.contains('@') && !host.contains('/'));
-        if value.contains("://") || scp_like || value.trim_end_matches('/').ends_with(".git") {
+        if crate::git::is_remote_url(value) || value.trim_end_matches('/').ends_with(".git") {
             RegistrySource::Git(value.to_owned())
         } else {
             RegistrySource::Dir(PathBuf::from(value))
@@ -127,6 +125,8 @@ pub struct Config {
     pub registry_token: Option<String>,
     /// Seconds between polls of a git registry.
     pub registry_poll_secs: u64,
+    /// Overall deadline of one git fetch or clone, in seconds (ssh included).
+    pub git_timeout_secs: u64,
     /// API listen address.
     pub bind: SocketAddr,
     /// Networks allowed to connect at all.
@@ -340,6 +340,11 @@ impl Config {
             .unwrap_or_else(|| "main".into());
         let registry_token = src.string("registry_token")?;
         let registry_poll_secs = src.parsed("registry_poll_secs", 60u64, positive)?;
+        let git_timeout_secs = src.parsed(
+            "git_timeout_secs",
+            crate::git::DEFAULT_NETWORK_TIMEOUT.as_secs(),
+            positive,
+        )?;
         let bind = src.parsed("bind", SocketAddr::from(([127, 0, 0, 1], 8810)), |s| {
             s.parse::<SocketAddr>().map_err(|_| {
                 "is not an address with a port (e.g. 127.0.0.1:8810 or [::1]:8810)".into()
@@ -420,6 +425,7 @@ impl Config {
             registry_branch,
             registry_token,
             registry_poll_secs,
+            git_timeout_secs,
             bind,
             lan_cidrs,
             workers,
@@ -444,5 +450,10 @@ impl Config {
     /// Directory of job logs.
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
+    }
+
+    /// The deadline of one git fetch or clone.
+    pub fn git_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.git_timeout_secs)
     }
 }

@@ -4,13 +4,26 @@
 //! helpers, protocols and configuration then behave exactly as they do by hand. Every
 //! call here is blocking; async callers wrap it in `spawn_blocking`.
 //!
-//! Calls never prompt (`GIT_TERMINAL_PROMPT=0`), never read the user's global or
-//! system configuration for behaviour that would change results, and a network
-//! transfer that stalls is abandoned by git's own low-speed limit.
+//! Calls never prompt (`GIT_TERMINAL_PROMPT=0`, ssh in batch mode), and every
+//! call has an overall deadline: [`Git::timeout`] (`CRAFTING_GIT_TIMEOUT_SECS` for
+//! fetches and clones, [`LOCAL_TIMEOUT`] for local work). git runs in a process
+//! group of its own, so a deadline kills it with its helpers (`git-remote-http`,
+//! `ssh`) and fails that one call with a message that says so.
+//!
+//! The URL helpers live here too: whether a string is a remote URL, a URL with its
+//! credentials redacted, and a project's `git_url` resolved against the registry.
 
 use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Deadline of local git work (worktree add/remove, rev-parse, cat-file, gc).
+pub const LOCAL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Default deadline of fetches and clones (`CRAFTING_GIT_TIMEOUT_SECS`).
+pub const DEFAULT_NETWORK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A git command that failed, with what it printed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,17 +36,35 @@ pub struct GitError {
 }
 
 /// Options shared by every call.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Git {
     /// Extra HTTP header for fetches (e.g. `Authorization: Basic …`), passed through
     /// the environment so it never shows in a process listing.
     pub http_header: Option<String>,
+    /// Overall deadline of one call; the git process group is killed when it
+    /// passes.
+    pub timeout: Duration,
+}
+
+impl Default for Git {
+    fn default() -> Self {
+        Git {
+            http_header: None,
+            timeout: LOCAL_TIMEOUT,
+        }
+    }
 }
 
 impl Git {
-    /// A plain git with no credentials.
+    /// A plain git with no credentials and the local deadline.
     pub fn new() -> Git {
         Git::default()
+    }
+
+    /// The same git with another deadline (fetches: the configured network one).
+    pub fn with_timeout(mut self, timeout: Duration) -> Git {
+        self.timeout = timeout;
+        self
     }
 
     /// A git that sends `token` as HTTP basic auth (`oauth2:<token>`), which Gitea,
@@ -43,6 +74,7 @@ impl Git {
         let cred = base64::engine::general_purpose::STANDARD.encode(format!("oauth2:{token}"));
         Git {
             http_header: Some(format!("Authorization: Basic {cred}")),
+            ..Git::default()
         }
     }
 
@@ -68,7 +100,16 @@ impl Git {
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
         .env_remove("GIT_INDEX_FILE")
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        // A group of its own: a deadline kills git with its transport helpers.
+        .process_group(0);
+        if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+            // Never ask for a password or a host key; notice a dead peer.
+            cmd.env(
+                "GIT_SSH_COMMAND",
+                "ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
+            );
+        }
         if let Some(h) = &self.http_header {
             cmd.env("GIT_CONFIG_COUNT", "1")
                 .env("GIT_CONFIG_KEY_0", "http.extraHeader")
@@ -86,13 +127,31 @@ impl Git {
         let shown = args
             .clone()
             .into_iter()
-            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .map(|a| redact_url(&a.as_ref().to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ");
-        let out = self.command(dir, args).output().map_err(|e| GitError {
+        let child = self
+            .command(dir, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| GitError {
+                args: shown.clone(),
+                message: format!("cannot run git: {e}"),
+            })?;
+        let watchdog = Watchdog::arm(&child, self.timeout);
+        let out = child.wait_with_output();
+        let timed_out = watchdog.disarm();
+        let out = out.map_err(|e| GitError {
             args: shown.clone(),
-            message: format!("cannot run git: {e}"),
+            message: format!("cannot wait for git: {e}"),
         })?;
+        if timed_out {
+            return Err(GitError {
+                args: shown,
+                message: self.timeout_message(),
+            });
+        }
         if out.status.success() {
             Ok(out.stdout)
         } else {
@@ -101,6 +160,14 @@ impl Git {
                 message: last_lines(&out.stderr, out.status.code()),
             })
         }
+    }
+
+    fn timeout_message(&self) -> String {
+        format!(
+            "did not finish within {}s and was stopped (the limit is CRAFTING_GIT_TIMEOUT_SECS for fetches, {}s for local work)",
+            self.timeout.as_secs(),
+            LOCAL_TIMEOUT.as_secs()
+        )
     }
 
     /// Runs git in `dir` and returns its stdout as trimmed text.
@@ -116,7 +183,6 @@ impl Git {
     /// Reads many blobs at once with `git cat-file --batch`; returns their contents
     /// in the order asked.
     pub fn read_blobs(&self, repo: &Path, ids: &[String]) -> Result<Vec<Vec<u8>>, GitError> {
-        use std::io::{BufRead, BufReader, Read, Write};
         let err = |message: String| GitError {
             args: "cat-file --batch".to_owned(),
             message,
@@ -128,6 +194,25 @@ impl Git {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| err(format!("cannot run git: {e}")))?;
+        let watchdog = Watchdog::arm(&child, self.timeout);
+        let read = self.read_batch(&mut child, ids, &err);
+        if read.is_err() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        if watchdog.disarm() {
+            return Err(err(self.timeout_message()));
+        }
+        read
+    }
+
+    fn read_batch(
+        &self,
+        child: &mut Child,
+        ids: &[String],
+        err: &dyn Fn(String) -> GitError,
+    ) -> Result<Vec<Vec<u8>>, GitError> {
+        use std::io::{BufRead, BufReader, Read, Write};
         let mut stdin = child.stdin.take().ok_or_else(|| err("no stdin".into()))?;
         let input: String = ids.iter().map(|id| format!("{id}\n")).collect();
         // Write from another thread so a large answer cannot dead-lock the pipes.
@@ -164,9 +249,76 @@ impl Git {
             blobs.push(buf);
         }
         let _ = writer.join();
-        let _ = child.wait();
         Ok(blobs)
     }
+}
+
+/// Kills a git process group whose call outlives its deadline.
+struct Watchdog {
+    done: std::sync::mpsc::Sender<()>,
+    fired: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn arm(child: &Child, timeout: Duration) -> Watchdog {
+        let pgid = child.id() as i32;
+        let (done, rx) = std::sync::mpsc::channel::<()>();
+        let fired = std::thread::spawn(move || match rx.recv_timeout(timeout) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // SAFETY: kill has no memory effects; the group is git's own
+                // (process_group(0)) and its leader is not reaped yet.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+                true
+            }
+            _ => false,
+        });
+        Watchdog { done, fired }
+    }
+
+    /// Stops the watchdog; `true` when the deadline had passed and git was killed.
+    fn disarm(self) -> bool {
+        let _ = self.done.send(());
+        self.fired.join().unwrap_or(false)
+    }
+}
+
+/// Whether `s` names a remote repository (`scheme://…` or scp-like
+/// `user@host:path`) rather than a local path.
+pub fn is_remote_url(s: &str) -> bool {
+    s.contains("://")
+        || s.split_once(':')
+            .is_some_and(|(h, _)| h.contains('@') && !h.contains('/'))
+}
+
+/// A URL with any password or token replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((cred, host)) = rest.split_once('@')
+        && !cred.contains('/')
+    {
+        let user = cred.split(':').next().unwrap_or("");
+        return if cred.contains(':') {
+            format!("{scheme}://{user}:***@{host}")
+        } else {
+            format!("{scheme}://***@{host}")
+        };
+    }
+    url.to_owned()
+}
+
+/// A project's `git_url` as git can use it: a relative path of a registry project is
+/// taken relative to the registry directory.
+pub fn resolve_git_url(url: &str, from_registry: bool, registry_base: &Path) -> String {
+    if is_remote_url(url) || Path::new(url).is_absolute() || !from_registry {
+        return url.to_owned();
+    }
+    let joined = registry_base.join(url);
+    std::fs::canonicalize(&joined)
+        .unwrap_or(joined)
+        .display()
+        .to_string()
 }
 
 fn last_lines(stderr: &[u8], code: Option<i32>) -> String {

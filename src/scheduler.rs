@@ -10,14 +10,18 @@
 //!
 //! The clock is a parameter: tests drive [`tick`] with any `now`.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, TimeZone, Utc};
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::enqueue::{Catalog, JobRequest};
 use crate::ledger::{Fire, Job, JobStatus, Ledger, LedgerError, NewJob, Snapshot, Trigger};
 use crate::manifest::check::{normalize_subproject_path, parse_cron, parse_timezone};
-use crate::manifest::resolve::resolve;
-use crate::manifest::{Concurrency, Kind, ProjectSpec, RecipeSpec, ScheduleSpec, Suspend};
+use crate::manifest::{Concurrency, ScheduleSpec, Suspend};
+use crate::runner::Runner;
 
 /// What one fire did.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,20 +91,19 @@ pub fn jobs_for(
     snapshot: &Snapshot,
     now: DateTime<Utc>,
 ) -> (Vec<NewJob>, Vec<String>) {
-    let recipes: BTreeMap<String, RecipeSpec> = snapshot
-        .values()
-        .filter(|o| o.kind == Kind::Recipe && o.retired_at.is_none())
-        .filter_map(|o| Some((o.name.clone(), serde_json::from_value(o.spec.clone()).ok()?)))
-        .collect();
+    let catalog = Catalog::new(snapshot.clone());
     let mut jobs = Vec::new();
     let mut notes = Vec::new();
-    for o in snapshot.values() {
-        if o.kind != Kind::Project || o.retired_at.is_some() || !spec.projects.matches(&o.name) {
+    for (o, project) in catalog.active_projects() {
+        if !spec.projects.matches(&o.name) {
             continue;
         }
-        let Ok(project) = serde_json::from_value::<ProjectSpec>(o.spec.clone()) else {
-            notes.push(format!("project {}: stored spec unreadable", o.name));
-            continue;
+        let project = match project {
+            Ok(p) => p,
+            Err(e) => {
+                notes.push(e.to_string());
+                continue;
+            }
         };
         if is_suspended(project.suspend.as_ref(), now) {
             let why = project.suspend.as_ref().map_or("", |s| s.reason.as_str());
@@ -122,18 +125,17 @@ pub fn jobs_for(
             }
             // Subprojects without this command are skipped quietly: `audit` on a
             // docs subproject is not an error.
-            let Ok(resolved) = resolve(&project, &path, &spec.recipe, &recipes) else {
-                continue;
-            };
-            jobs.push(NewJob {
+            let request = JobRequest {
                 project: o.name.clone(),
-                subproject: path,
+                subproject: Some(path),
                 recipe: spec.recipe.clone(),
+                git_ref: None,
                 trigger: Trigger::Schedule,
                 schedule: Some(schedule.to_owned()),
-                git_ref: project.default_branch.clone(),
-                snapshot: serde_json::to_value(&resolved).unwrap_or_default(),
-            });
+            };
+            if let Ok(job) = catalog.new_job(&request) {
+                jobs.push(job);
+            }
         }
     }
     (jobs, notes)
@@ -251,4 +253,39 @@ pub fn tick(ledger: &mut Ledger, now: DateTime<Utc>) -> Result<TickReport, Ledge
         }
     }
     Ok(report)
+}
+
+/// The scheduler's loop in the farm: ticks at the next fire, after each applied
+/// reconcile (`wake`), and at least once a minute; announces the jobs it enqueued
+/// and asks the runner to cancel what `concurrency: replace` replaced.
+pub async fn run(runner: Runner, wake: Arc<Notify>) -> String {
+    loop {
+        let now = runner.clock().now();
+        let report = runner.db().write(move |l| tick(l, now)).await;
+        let sleep = match report {
+            Ok(r) => {
+                for f in &r.fired {
+                    runner.announce_queued(&f.jobs);
+                }
+                for id in &r.cancel_running {
+                    let _ = runner
+                        .cancel(id, "replaced by a newer fire of its schedule")
+                        .await;
+                }
+                let now = runner.clock().now_ms();
+                r.next_wake
+                    .map(|t| Duration::from_millis(u64::try_from(t - now).unwrap_or(0)))
+                    .unwrap_or(Duration::from_secs(60))
+                    .clamp(Duration::from_millis(200), Duration::from_secs(60))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "scheduler tick failed; retrying");
+                Duration::from_secs(10)
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = wake.notified() => {}
+        }
+    }
 }

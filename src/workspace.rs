@@ -27,6 +27,8 @@ pub struct Workspace {
     /// (git deletes the mirror's `worktrees/` directory when the last worktree
     /// goes, which would break an add running at that moment).
     trees: Arc<Mutex<HashMap<String, Arc<std::sync::RwLock<()>>>>>,
+    /// Deadline of one fetch into a mirror.
+    fetch_timeout: Duration,
 }
 
 /// A checked-out job.
@@ -45,7 +47,14 @@ impl Workspace {
             root,
             locks: Arc::default(),
             trees: Arc::default(),
+            fetch_timeout: crate::git::DEFAULT_NETWORK_TIMEOUT,
         }
+    }
+
+    /// The same workspace with another deadline for fetches.
+    pub fn with_fetch_timeout(mut self, timeout: Duration) -> Workspace {
+        self.fetch_timeout = timeout;
+        self
     }
 
     /// The root directory.
@@ -108,7 +117,7 @@ impl Workspace {
                 std::fs::create_dir_all(&mirror).map_err(|e| io_err("create mirror", &e))?;
                 git.run(Some(&mirror), ["init", "--bare", "--quiet"])?;
             }
-            git.run(
+            git.clone().with_timeout(self.fetch_timeout).run(
                 Some(&mirror),
                 [
                     "fetch",

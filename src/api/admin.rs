@@ -13,16 +13,15 @@ use sha2::Sha256;
 
 use super::auth::{Admin, Caller, hash_bearer, mint_bearer};
 use super::jobs::rfc3339;
-use super::{ApiError, ApiJson, AppState, now_ms, ok};
+use super::{ApiError, ApiJson, AppState, ok};
 use crate::ledger::JobStatus;
-use crate::runner::with_ledger;
 
 /// `GET /healthz`: no bearer, LAN only.
 pub async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (counts, status) = with_ledger(state.read(), |l| {
-        Ok((l.job_counts()?, l.registry_status()?))
-    })
-    .await?;
+    let (counts, status) = state
+        .db
+        .read(|l| Ok((l.job_counts()?, l.registry_status()?)))
+        .await?;
     let count = |s: JobStatus| counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
     Ok(ok(serde_json::json!({
         "status": "ok",
@@ -37,10 +36,10 @@ pub async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse,
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (counts, durations) = with_ledger(state.read(), |l| {
-        Ok((l.job_counts()?, l.job_duration_stats()?))
-    })
-    .await?;
+    let (counts, durations) = state
+        .db
+        .read(|l| Ok((l.job_counts()?, l.job_duration_stats()?)))
+        .await?;
     let mut out = String::new();
     let _ = writeln!(out, "# HELP crafting_jobs Jobs in the ledger, by status.");
     let _ = writeln!(out, "# TYPE crafting_jobs gauge");
@@ -176,10 +175,11 @@ pub async fn mint_token(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
     let hash = hash_bearer(&bearer);
     let (name, is_admin, c2) = (body.name.clone(), body.is_admin, cidrs.clone());
-    let inserted = with_ledger(&state.ledger, move |l| {
-        l.insert_token(&name, &hash, is_admin, &c2, now_ms())
-    })
-    .await?;
+    let now = state.now_ms();
+    let inserted = state
+        .db
+        .write(move |l| l.insert_token(&name, &hash, is_admin, &c2, now))
+        .await?;
     if !inserted {
         return Err(ApiError::conflict(format!(
             "a token named `{}` exists (or existed)",
@@ -203,7 +203,7 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<impl IntoResponse, ApiError> {
-    let tokens = with_ledger(state.read(), |l| l.list_tokens()).await?;
+    let tokens = state.db.read(|l| l.list_tokens()).await?;
     let list: Vec<serde_json::Value> = tokens
         .iter()
         .map(|t| {
@@ -226,8 +226,8 @@ pub async fn revoke_token(
     _admin: Admin,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let n = name.clone();
-    if !with_ledger(&state.ledger, move |l| l.revoke_token(&n, now_ms())).await? {
+    let (n, now) = (name.clone(), state.now_ms());
+    if !state.db.write(move |l| l.revoke_token(&n, now)).await? {
         return Err(ApiError::not_found(format!("no live token `{name}`")));
     }
     Ok(ok(serde_json::json!({"revoked": name})))
@@ -238,10 +238,10 @@ pub async fn registry(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (status, manifests) = with_ledger(state.read(), |l| {
-        Ok((l.registry_status()?, l.manifest_statuses()?))
-    })
-    .await?;
+    let (status, manifests) = state
+        .db
+        .read(|l| Ok((l.registry_status()?, l.manifest_statuses()?)))
+        .await?;
     let status = status.unwrap_or_default();
     let manifests: Vec<serde_json::Value> = manifests
         .iter()
@@ -265,6 +265,7 @@ pub async fn registry(
         "duration_ms": status.duration_ms,
         "last_error": status.last_error,
         "counts": status.counts,
+        "in_progress": state.reconcile.in_progress(),
         "manifests": manifests,
     })))
 }

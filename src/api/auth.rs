@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
 use crate::ledger::{Ledger, LedgerError, Source, StoredObject};
-use crate::runner::with_ledger;
 
 /// A new random bearer: `ct_` and 32 random bytes in hex.
 pub fn mint_bearer() -> Result<String, String> {
@@ -35,7 +34,7 @@ pub fn hash_bearer(bearer: &str) -> String {
 /// On first boot (no token at all), mints the admin bearer and writes it to `path`
 /// with mode 0600. Never regenerates while any token exists. Returns whether it
 /// minted one.
-pub fn ensure_admin_token(ledger: &Ledger, path: &Path) -> Result<bool, String> {
+pub fn ensure_admin_token(ledger: &Ledger, path: &Path, now_ms: i64) -> Result<bool, String> {
     let count = ledger.token_count().map_err(|e| e.to_string())?;
     if count > 0 {
         return Ok(false);
@@ -45,7 +44,7 @@ pub fn ensure_admin_token(ledger: &Ledger, path: &Path) -> Result<bool, String> 
     // start mints again and rewrites the file; never a token nobody can read.
     write_secret(path, &bearer).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     ledger
-        .insert_token("admin", &hash_bearer(&bearer), true, &[], super::now_ms())
+        .insert_token("admin", &hash_bearer(&bearer), true, &[], now_ms)
         .map_err(|e| e.to_string())?;
     Ok(true)
 }
@@ -162,7 +161,9 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
         let hash = hash_bearer(bearer);
-        let token = with_ledger(state.read(), move |l| l.token_by_hash(&hash))
+        let token = state
+            .db
+            .read(move |l| l.token_by_hash(&hash))
             .await?
             .ok_or_else(|| unauthorized("unknown or revoked token"))?;
         if !token.ip_cidrs.is_empty() {

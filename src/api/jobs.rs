@@ -1,6 +1,5 @@
 //! `/projects/{name}/jobs`, `/jobs…` and `/patches…`.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -8,15 +7,16 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{TimeZone, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::projects::visible_project;
-use super::{ApiError, ApiJson, ApiQuery, AppState, now_ms, ok, to_json};
-use crate::ledger::{Job, JobFilter, JobStatus, NewJob, Trigger};
-use crate::manifest::resolve::{ResolveError, resolve};
-use crate::manifest::{Kind, ProjectSpec, RecipeSpec};
-use crate::runner::{CancelResult, with_ledger};
+use super::{ApiError, ApiJson, ApiQuery, AppState, ok};
+use crate::enqueue::{EnqueueError, JobRequest};
+use crate::events::FarmEvent;
+use crate::ledger::{Finding, Job, JobFilter, JobStatus, PatchAttempt, Trigger};
+use crate::manifest::resolve::ResolveError;
+use crate::runner::CancelResult;
 
 /// Lines of log returned with a job.
 pub const LOG_TAIL_LINES: usize = 200;
@@ -70,15 +70,6 @@ pub struct EnqueueBody {
     pub git_ref: Option<String>,
 }
 
-fn valid_ref(r: &str) -> bool {
-    !r.is_empty()
-        && r.len() <= 255
-        && !r.starts_with('-')
-        && !r.contains("..")
-        && r.chars()
-            .all(|c| !c.is_control() && !c.is_whitespace() && !"~^:?*[\\".contains(c))
-}
-
 /// `POST /projects/{name}/jobs`.
 pub async fn enqueue(
     State(state): State<AppState>,
@@ -86,61 +77,26 @@ pub async fn enqueue(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<EnqueueBody>,
 ) -> Result<Response, ApiError> {
-    let stored = visible_project(&state, &caller, &name).await?;
-    if stored.retired_at.is_some() {
-        return Err(ApiError::conflict(format!(
-            "project `{name}` is retired (removed from the registry); it runs nothing"
-        )));
-    }
-    let project: ProjectSpec = serde_json::from_value(stored.spec.clone())
-        .map_err(|e| ApiError::conflict(format!("stored project spec unreadable: {e}")))?;
-    let snap = with_ledger(state.read(), |l| l.snapshot()).await?;
-    let recipes: std::collections::BTreeMap<String, RecipeSpec> = snap
-        .values()
-        .filter(|o| o.kind == Kind::Recipe && o.retired_at.is_none())
-        .filter_map(|o| Some((o.name.clone(), serde_json::from_value(o.spec.clone()).ok()?)))
-        .collect();
-    let subproject = body.subproject.clone().unwrap_or_else(|| {
-        if project
-            .subprojects
-            .iter()
-            .any(|s| s.path == "." || s.path == "./")
-        {
-            ".".to_owned()
-        } else {
-            project
-                .subprojects
-                .first()
-                .map_or_else(|| ".".to_owned(), |s| s.path.clone())
-        }
-    });
-    let resolved = resolve(&project, &subproject, &body.recipe, &recipes).map_err(|e| match e {
-        ResolveError::UnknownSubproject { .. } | ResolveError::UnknownCommand { .. } => {
-            ApiError::not_found(e.to_string())
-        }
-        ResolveError::MissingRecipe(_) => ApiError::conflict(e.to_string()),
-    })?;
-    let git_ref = body
-        .git_ref
-        .clone()
-        .unwrap_or_else(|| project.default_branch.clone());
-    if !valid_ref(&git_ref) {
-        return Err(ApiError::invalid(format!(
-            "ref `{git_ref}` is not a valid branch, tag or commit name"
-        )));
-    }
-    let new = NewJob {
+    visible_project(&state, &caller, &name).await?;
+    let request = JobRequest {
         project: name.clone(),
-        subproject: resolved.subproject.clone(),
-        recipe: body.recipe.clone(),
+        subproject: body.subproject,
+        recipe: body.recipe,
+        git_ref: body.git_ref,
         trigger: Trigger::Api,
         schedule: None,
-        git_ref,
-        snapshot: to_json(&resolved),
     };
-    let (job, coalesced) =
-        with_ledger(&state.ledger, move |l| l.enqueue_job(&new, now_ms())).await?;
-    state.runner.wake();
+    let (job, coalesced) = state.runner.enqueue(request).await.map_err(|e| match e {
+        EnqueueError::UnknownProject(_) => ApiError::not_found(e.to_string()),
+        EnqueueError::Resolve(
+            ResolveError::UnknownSubproject { .. } | ResolveError::UnknownCommand { .. },
+        ) => ApiError::not_found(e.to_string()),
+        EnqueueError::Resolve(ResolveError::MissingRecipe(_))
+        | EnqueueError::Retired(_)
+        | EnqueueError::Unreadable(..) => ApiError::conflict(e.to_string()),
+        EnqueueError::BadRef(_) => ApiError::invalid(e.to_string()),
+        EnqueueError::Ledger(e) => ApiError::from(e),
+    })?;
     let status = if coalesced {
         StatusCode::OK
     } else {
@@ -217,17 +173,19 @@ pub async fn list(
     };
     let c = caller.clone();
     let project = q.project.clone().filter(|p| !p.is_empty());
-    let jobs = with_ledger(state.read(), move |l| {
-        let visible = c.visible_projects(l)?;
-        l.list_jobs(&JobFilter {
-            project,
-            status,
-            visible_projects: visible,
-            before,
-            limit: limit + 1,
+    let jobs = state
+        .db
+        .read(move |l| {
+            let visible = c.visible_projects(l)?;
+            l.list_jobs(&JobFilter {
+                project,
+                status,
+                visible_projects: visible,
+                before,
+                limit: limit + 1,
+            })
         })
-    })
-    .await?;
+        .await?;
     let more = jobs.len() > limit;
     let page = &jobs[..jobs.len().min(limit)];
     let next_cursor = if more {
@@ -245,41 +203,20 @@ pub async fn list(
 pub async fn visible_job(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
     let i = id.to_owned();
     let c = caller.clone();
-    let found = with_ledger(state.read(), move |l| {
-        let Some(job) = l.get_job(&i)? else {
-            return Ok(None);
-        };
-        let visible = match l.get_project(&job.project)? {
-            Some(p) => c.can_see(&p),
-            None => c.is_admin,
-        };
-        Ok(visible.then_some(job))
-    })
-    .await?;
+    let found = state
+        .db
+        .read(move |l| {
+            let Some(job) = l.get_job(&i)? else {
+                return Ok(None);
+            };
+            let visible = match l.get_project(&job.project)? {
+                Some(p) => c.can_see(&p),
+                None => c.is_admin,
+            };
+            Ok(visible.then_some(job))
+        })
+        .await?;
     found.ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))
-}
-
-/// The last `n` lines of a file, reading at most its last 256 KiB.
-pub fn tail_lines(path: &std::path::Path, n: usize) -> Vec<String> {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(256 * 1024);
-    if f.seek(SeekFrom::Start(start)).is_err() {
-        return Vec::new();
-    }
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let mut lines: Vec<&str> = text.lines().collect();
-    if start > 0 && !lines.is_empty() {
-        lines.remove(0); // a partial first line
-    }
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect()
 }
 
 /// `GET /jobs/{id}`.
@@ -292,7 +229,7 @@ pub async fn detail(
     let tail = match &job.log_path {
         Some(p) => {
             let p = std::path::PathBuf::from(p);
-            tokio::task::spawn_blocking(move || tail_lines(&p, LOG_TAIL_LINES))
+            tokio::task::spawn_blocking(move || crate::logfile::tail_lines(&p, LOG_TAIL_LINES))
                 .await
                 .unwrap_or_default()
         }
@@ -328,7 +265,7 @@ pub async fn log(
         }
     };
     let job = visible_job(&state, &caller, &id).await?;
-    let path = state.config.logs_dir().join(format!("{}.log", job.id));
+    let path = crate::logfile::path(&state.config.logs_dir(), &job.id);
     let headers = [
         (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
         (header::CACHE_CONTROL, "no-cache"),
@@ -343,60 +280,78 @@ pub async fn log(
             Err(_) => Ok((headers, Body::empty()).into_response()),
         };
     }
-    let ledger = state.ledger.clone();
+    // Subscribe before looking at the job: its end cannot slip between the two.
+    let events = state.events.subscribe();
     let job_id = job.id.clone();
-    let stream = futures_util::stream::unfold((0u64, false), move |(offset, done)| {
-        let path = path.clone();
-        let ledger = ledger.clone();
-        let job_id = job_id.clone();
-        async move {
-            if done {
-                return None;
-            }
+    let (id2, db) = (job.id.clone(), state.db.clone());
+    let ended = db
+        .read(move |l| l.get_job(&id2))
+        .await?
+        .is_none_or(|j| j.status.is_terminal());
+    let stream = futures_util::stream::unfold(
+        Follow {
+            path,
+            offset: 0,
+            ended,
+            events,
+            job_id,
+        },
+        |mut f| async move {
             loop {
-                let chunk = read_from(&path, offset).await;
+                let chunk = read_from(&f.path, f.offset).await;
                 if !chunk.is_empty() {
-                    let n = chunk.len() as u64;
-                    return Some((Ok::<_, std::io::Error>(chunk), (offset + n, false)));
+                    f.offset += chunk.len() as u64;
+                    return Some((Ok::<_, std::io::Error>(chunk), f));
                 }
-                let j = job_id.clone();
-                let finished = with_ledger(&ledger, move |l| l.get_job(&j))
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_none_or(|j| j.status.is_terminal());
-                if finished {
-                    // One last read: the final lines land just before the status.
-                    let rest = read_from(&path, offset).await;
-                    return if rest.is_empty() {
-                        None
-                    } else {
-                        let n = rest.len() as u64;
-                        Some((Ok(rest), (offset + n, true)))
-                    };
+                if f.ended {
+                    // The final lines land before the job's end is published.
+                    return None;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                f.ended = f.wait_for_end(Duration::from_millis(200)).await;
+            }
+        },
+    );
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+/// A log being followed.
+struct Follow {
+    path: std::path::PathBuf,
+    offset: u64,
+    ended: bool,
+    events: tokio::sync::broadcast::Receiver<std::sync::Arc<FarmEvent>>,
+    job_id: String,
+}
+
+impl Follow {
+    /// Waits up to `d` for the job's end (new output is looked for after `d`);
+    /// `true` once it ended.
+    async fn wait_for_end(&mut self, d: Duration) -> bool {
+        use tokio::sync::broadcast::error::RecvError;
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return false,
+                Ok(Ok(e)) => {
+                    if let FarmEvent::JobFinished { job, .. } = &*e
+                        && job.id == self.job_id
+                    {
+                        return true;
+                    }
+                }
+                // Missed events (or the farm stopping): the job may have ended
+                // unseen; stop after the output that is there.
+                Ok(Err(RecvError::Lagged(_) | RecvError::Closed)) => return true,
             }
         }
-    });
-    Ok((headers, Body::from_stream(stream)).into_response())
+    }
 }
 
 async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let Ok(mut f) = std::fs::File::open(&path) else {
-            return Vec::new();
-        };
-        if f.seek(SeekFrom::Start(offset)).is_err() {
-            return Vec::new();
-        }
-        let mut buf = Vec::new();
-        let _ = f.by_ref().take(1 << 20).read_to_end(&mut buf);
-        buf
-    })
-    .await
-    .unwrap_or_default()
+    tokio::task::spawn_blocking(move || crate::logfile::read_from(&path, offset, 1 << 20))
+        .await
+        .unwrap_or_default()
 }
 
 /// Query of `GET /jobs/{id}/findings`.
@@ -434,7 +389,7 @@ pub async fn findings(
     };
     let job = visible_job(&state, &caller, &id).await?;
     let jid = job.id.clone();
-    let mut rows = with_ledger(state.read(), move |l| l.findings_of_job(&jid)).await?;
+    let mut rows = state.db.read(move |l| l.findings_of_job(&jid)).await?;
     if let Some(w) = &wanted {
         rows.retain(|f| f.f.baseline_state.as_deref() == Some(w.as_str()));
     }
@@ -446,14 +401,7 @@ pub async fn findings(
         )
             .into_response());
     }
-    let list: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|f| {
-            let mut v = to_json(f);
-            v["created_at"] = rfc3339(f.created_at).into();
-            v
-        })
-        .collect();
+    let list: Vec<FindingJson> = rows.iter().map(FindingJson::from).collect();
     Ok(
         ok(serde_json::json!({"job_id": job.id, "findings": list, "fixed": job.fixed}))
             .into_response(),
@@ -514,17 +462,19 @@ pub async fn list_patches(
 ) -> Result<impl IntoResponse, ApiError> {
     let limit = parse_limit(q.limit.as_deref(), 50)?;
     let c = caller.clone();
-    let patches = with_ledger(state.read(), move |l| {
-        let visible = c.visible_projects(l)?;
-        l.list_patches(
-            visible.as_deref(),
-            q.project.as_deref(),
-            q.status.as_deref(),
-            limit,
-        )
-    })
-    .await?;
-    let list: Vec<serde_json::Value> = patches.iter().map(to_json).collect();
+    let patches = state
+        .db
+        .read(move |l| {
+            let visible = c.visible_projects(l)?;
+            l.list_patches(
+                visible.as_deref(),
+                q.project.as_deref(),
+                q.status.as_deref(),
+                limit,
+            )
+        })
+        .await?;
+    let list: Vec<PatchJson> = patches.iter().map(PatchJson::from).collect();
     Ok(ok(serde_json::json!({"patches": list})))
 }
 
@@ -538,17 +488,95 @@ pub async fn patch_detail(
         .parse()
         .map_err(|_| ApiError::not_found(format!("no patch attempt `{id}`")))?;
     let c = caller.clone();
-    let found = with_ledger(state.read(), move |l| {
-        let Some((p, project)) = l.get_patch(n)? else {
-            return Ok(None);
-        };
-        let visible = match l.get_project(&project)? {
-            Some(pr) => c.can_see(&pr),
-            None => c.is_admin,
-        };
-        Ok(visible.then_some(p))
-    })
-    .await?;
+    let found = state
+        .db
+        .read(move |l| {
+            let Some((p, project)) = l.get_patch(n)? else {
+                return Ok(None);
+            };
+            let visible = match l.get_project(&project)? {
+                Some(pr) => c.can_see(&pr),
+                None => c.is_admin,
+            };
+            Ok(visible.then_some(p))
+        })
+        .await?;
     let p = found.ok_or_else(|| ApiError::not_found(format!("no patch attempt `{id}`")))?;
-    Ok(ok(serde_json::json!({"attempt": to_json(&p)})))
+    Ok(ok(serde_json::json!({"attempt": PatchJson::from(&p)})))
+}
+
+/// A finding as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct FindingJson {
+    id: i64,
+    job_id: String,
+    tool: String,
+    kind: String,
+    severity: String,
+    file: Option<String>,
+    line: Option<i64>,
+    col: Option<i64>,
+    code: Option<String>,
+    message: String,
+    suggested_fix: Option<String>,
+    fingerprint: String,
+    location_hash: Option<String>,
+    baseline_state: Option<String>,
+    raw_json: Option<String>,
+    created_at: String,
+}
+
+impl From<&Finding> for FindingJson {
+    fn from(f: &Finding) -> Self {
+        FindingJson {
+            id: f.id,
+            job_id: f.job_id.clone(),
+            tool: f.f.tool.clone(),
+            kind: f.f.kind.clone(),
+            severity: f.f.severity.clone(),
+            file: f.f.file.clone(),
+            line: f.f.line,
+            col: f.f.col,
+            code: f.f.code.clone(),
+            message: f.f.message.clone(),
+            suggested_fix: f.f.suggested_fix.clone(),
+            fingerprint: f.f.fingerprint.clone(),
+            location_hash: f.f.location_hash.clone(),
+            baseline_state: f.f.baseline_state.clone(),
+            raw_json: f.f.raw_json.clone(),
+            created_at: rfc3339(f.created_at),
+        }
+    }
+}
+
+/// A patch attempt as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct PatchJson {
+    id: i64,
+    finding_id: i64,
+    job_id: String,
+    attempt_number: i64,
+    status: String,
+    branch: Option<String>,
+    pr_url: Option<String>,
+    error: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&PatchAttempt> for PatchJson {
+    fn from(p: &PatchAttempt) -> Self {
+        PatchJson {
+            id: p.id,
+            finding_id: p.finding_id,
+            job_id: p.job_id.clone(),
+            attempt_number: p.attempt_number,
+            status: p.status.clone(),
+            branch: p.branch.clone(),
+            pr_url: p.pr_url.clone(),
+            error: p.error.clone(),
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
 }

@@ -26,12 +26,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use auth::{ensure_admin_token, hash_bearer, mint_bearer};
-pub use jobs::tail_lines;
 
+use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::ledger::LedgerError;
+use crate::events::Events;
+use crate::ledger::{Db, LedgerError};
 use crate::reconciler::looped::Trigger;
-use crate::runner::{Runner, SharedLedger};
+use crate::runner::Runner;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -39,16 +40,18 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// The ledger, for writes (one connection, shared with the runner).
-    pub ledger: SharedLedger,
-    /// Read-only connections to the same ledger: with WAL, reads never wait for
-    /// writes, and concurrent requests do not queue behind one connection.
-    pub readers: Readers,
+    /// The ledger: one writer shared with the runner, and read-only connections
+    /// that handlers read through (with WAL, reads never wait for writes).
+    pub db: Db,
     /// The configuration.
     pub config: Arc<Config>,
-    /// The runner (enqueue wake-ups, cancel, stats).
+    /// The runner (enqueue, cancel, stats).
     pub runner: Runner,
-    /// Asks the reconcile loop to run.
+    /// The farm's events (log followers wait on a job's end here).
+    pub events: Events,
+    /// The farm's clock.
+    pub clock: SharedClock,
+    /// Asks the reconcile loop to run, and tells whether one runs.
     pub reconcile: Trigger,
     /// Process start, for uptime.
     pub started: Instant,
@@ -56,38 +59,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// A small pool of read-only ledger connections, handed out round-robin.
-#[derive(Clone)]
-pub struct Readers {
-    conns: Arc<Vec<SharedLedger>>,
-    next: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Readers {
-    /// Opens `n` read-only connections to the ledger at `path` (which must exist).
-    pub fn open(path: &std::path::Path, n: usize) -> Result<Readers, LedgerError> {
-        let mut conns = Vec::new();
-        for _ in 0..n.max(1) {
-            conns.push(Arc::new(std::sync::Mutex::new(
-                crate::ledger::Ledger::open_read_only(path)?,
-            )));
-        }
-        Ok(Readers {
-            conns: Arc::new(conns),
-            next: Arc::default(),
-        })
-    }
-}
-
 impl AppState {
-    /// A read-only connection for one request.
-    pub fn read(&self) -> &SharedLedger {
-        let c = &self.readers.conns;
-        let i = self
-            .readers
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        &c[i % c.len()]
+    /// Milliseconds now, by the farm's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 }
 
@@ -231,11 +206,6 @@ pub fn ok(fields: serde_json::Value) -> Json<serde_json::Value> {
 /// Serialises a value into JSON, mapping the (impossible) failure to a 500.
 pub fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
-}
-
-/// Milliseconds now.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Every route: (method, path) as in the OpenAPI document.

@@ -372,8 +372,8 @@ fn operation(method: &str, path: &str) -> Value {
                 "200",
                 "status",
                 ok_obj(
-                    json!({"source": {"type": "string"}, "revision": {"type": "string", "nullable": true}, "manifests": {"type": "array", "items": {"type": "object"}}}),
-                    &["manifests"],
+                    json!({"source": {"type": "string"}, "revision": {"type": "string", "nullable": true}, "in_progress": {"type": "boolean"}, "last_error": {"type": "string", "nullable": true}, "manifests": {"type": "array", "items": {"type": "object"}}}),
+                    &["manifests", "in_progress"],
                 ),
             )],
             vec![],

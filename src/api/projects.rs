@@ -6,10 +6,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
 use super::auth::Caller;
-use super::{ApiError, ApiJson, AppState, now_ms, ok};
+use super::{ApiError, ApiJson, AppState, ok};
 use crate::ledger::{JobFilter, JobStatus, Source, StoredObject};
 use crate::manifest::{self, Kind, SourceFile};
-use crate::runner::with_ledger;
 
 /// A project as the API shows it: the spec's fields plus where it came from.
 pub fn project_json(p: &StoredObject) -> serde_json::Value {
@@ -124,7 +123,9 @@ fn registry_conflict(p: &StoredObject) -> ApiError {
 }
 
 async fn recipes(state: &AppState) -> Result<Vec<StoredObject>, ApiError> {
-    Ok(with_ledger(state.read(), |l| l.snapshot())
+    Ok(state
+        .db
+        .read(|l| l.snapshot())
         .await?
         .into_values()
         .filter(|o| o.kind == Kind::Recipe && o.retired_at.is_none())
@@ -140,7 +141,7 @@ pub async fn create(
     let (name, spec) = split_name(body)?;
     let name = name.ok_or_else(|| ApiError::invalid("name: required"))?;
     let n = name.clone();
-    if let Some(existing) = with_ledger(state.read(), move |l| l.get_project(&n)).await? {
+    if let Some(existing) = state.db.read(move |l| l.get_project(&n)).await? {
         return Err(match existing.source {
             Source::Registry => registry_conflict(&existing),
             Source::Api if caller.can_see(&existing) => {
@@ -151,18 +152,25 @@ pub async fn create(
         });
     }
     let spec = validate(&name, spec, &recipes(&state).await?)?;
-    let (n, s, owner) = (name.clone(), spec.clone(), caller.name.clone());
-    let inserted = with_ledger(&state.ledger, move |l| {
-        l.insert_api_project(&n, &s, &owner, now_ms())
-    })
-    .await?;
+    let (n, s, owner, now) = (
+        name.clone(),
+        spec.clone(),
+        caller.name.clone(),
+        state.now_ms(),
+    );
+    let inserted = state
+        .db
+        .write(move |l| l.insert_api_project(&n, &s, &owner, now))
+        .await?;
     if !inserted {
         return Err(ApiError::conflict(format!(
             "project name `{name}` is taken"
         )));
     }
     let n = name.clone();
-    let p = with_ledger(state.read(), move |l| l.get_project(&n))
+    let p = state
+        .db
+        .read(move |l| l.get_project(&n))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("project `{name}` vanished")))?;
     Ok((
@@ -176,7 +184,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    let snap = with_ledger(state.read(), |l| l.snapshot()).await?;
+    let snap = state.db.read(|l| l.snapshot()).await?;
     let projects: Vec<serde_json::Value> = snap
         .values()
         .filter(|o| o.kind == Kind::Project && caller.can_see(o))
@@ -192,7 +200,7 @@ pub async fn visible_project(
     name: &str,
 ) -> Result<StoredObject, ApiError> {
     let n = name.to_owned();
-    match with_ledger(state.read(), move |l| l.get_project(&n)).await? {
+    match state.db.read(move |l| l.get_project(&n)).await? {
         Some(p) if caller.can_see(&p) => Ok(p),
         _ => Err(ApiError::not_found(format!("no project `{name}`"))),
     }
@@ -226,11 +234,11 @@ pub async fn update(
         ));
     }
     let spec = validate(&name, spec, &recipes(&state).await?)?;
-    let (n, s) = (name.clone(), spec);
-    with_ledger(&state.ledger, move |l| {
-        l.update_api_project(&n, &s, now_ms())
-    })
-    .await?;
+    let (n, s, now) = (name.clone(), spec, state.now_ms());
+    state
+        .db
+        .write(move |l| l.update_api_project(&n, &s, now))
+        .await?;
     let p = visible_project(&state, &caller, &name).await?;
     Ok(ok(serde_json::json!({"project": project_json(&p)})))
 }
@@ -253,7 +261,7 @@ pub async fn remove(
             limit: 10_000,
             ..JobFilter::default()
         };
-        let jobs = with_ledger(state.read(), move |l| l.list_jobs(&f)).await?;
+        let jobs = state.db.read(move |l| l.list_jobs(&f)).await?;
         for j in jobs {
             state.runner.cancel(&j.id, "project deleted").await?;
         }
@@ -267,13 +275,13 @@ pub async fn remove(
             limit: 1,
             ..JobFilter::default()
         };
-        let running = with_ledger(state.read(), move |l| l.list_jobs(&f)).await?;
+        let running = state.db.read(move |l| l.list_jobs(&f)).await?;
         if running.is_empty() || std::time::Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let n = name.clone();
-    with_ledger(&state.ledger, move |l| l.delete_api_project(&n)).await?;
+    state.db.write(move |l| l.delete_api_project(&n)).await?;
     Ok(ok(serde_json::json!({"deleted": name})))
 }

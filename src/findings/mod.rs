@@ -17,9 +17,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::ledger::Db;
 use crate::ledger::{Finding, Job, JobStatus, NewFinding};
 use crate::parsers::{self, RawFinding};
-use crate::runner::{Runner, SharedLedger};
+use crate::runner::Runner;
 
 /// Makes a tool's path relative to the repository root. `worktree` is the job's
 /// checkout, `subproject` the directory the command ran in (relative), `exists`
@@ -177,10 +178,11 @@ pub fn prepare(raw: Vec<RawFinding>, worktree: Option<&Path>, subproject: &str) 
 
 /// Processes one finished job: parse, prepare, compare, store.
 pub fn process_job(
-    ledger: &SharedLedger,
+    db: &Db,
     job: &Job,
     log_path: &Path,
     worktree: Option<&Path>,
+    now_ms: i64,
 ) -> Result<usize, String> {
     if matches!(job.status, JobStatus::Cancelled | JobStatus::Error) {
         return Ok(0);
@@ -199,33 +201,27 @@ pub fn process_job(
         tracing::info!(job = %job.id, skipped = parsed.skipped, "unreadable tool records skipped");
     }
     let mut findings = prepare(parsed.findings, worktree, &job.subproject);
-    let mut l = match ledger.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
-    let previous = l
-        .previous_run(&job.project, &job.subproject, &job.recipe, &job.id)
-        .map_err(|e| e.to_string())?;
-    let prev_findings = match &previous {
-        Some(id) => Some(l.findings_of_job(id).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    let fixed = compare(&mut findings, prev_findings.as_deref());
-    let n = findings.len();
-    l.store_findings(
-        &job.id,
-        &findings,
-        &fixed,
-        chrono::Utc::now().timestamp_millis(),
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(n)
+    db.write_blocking(|l| {
+        let previous = l
+            .previous_run(&job.project, &job.subproject, &job.recipe, &job.id)
+            .map_err(|e| e.to_string())?;
+        let prev_findings = match &previous {
+            Some(id) => Some(l.findings_of_job(id).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let fixed = compare(&mut findings, prev_findings.as_deref());
+        let n = findings.len();
+        l.store_findings(&job.id, &findings, &fixed, now_ms)
+            .map_err(|e| e.to_string())?;
+        Ok(n)
+    })
 }
 
 /// Registers the findings pipeline as an after-job hook of `runner`.
-pub fn install(runner: &Runner, ledger: SharedLedger) {
+pub fn install(runner: &Runner) {
+    let (db, clock) = (runner.db().clone(), runner.clock().clone());
     runner.add_hook(std::sync::Arc::new(move |job, log, worktree| {
-        process_job(&ledger, job, log, worktree).map(|_| ())
+        process_job(&db, job, log, worktree, clock.now_ms()).map(|_| ())
     }));
 }
 

@@ -188,6 +188,17 @@ impl Ledger {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// How many of a job's findings are `new` against the previous run.
+    pub fn new_findings_count(&self, job_id: &str) -> Result<i64, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM findings WHERE job_id = ?1 AND baseline_state = 'new'",
+                params![job_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// The latest finished job of (project, subproject, recipe) before `job_id`.
     pub fn previous_run(
         &self,

@@ -1,10 +1,15 @@
 //! The ledger: the farm's SQLite file, and the only module that speaks SQL.
 //!
+//! The rest of the farm holds a [`Db`] (one write connection, a pool of readers)
+//! and calls the typed methods of [`Ledger`]; no SQLite type crosses this
+//! module's public surface except inside [`LedgerError`].
+//!
 //! Opening a ledger creates the file if needed, refuses one written by a newer
 //! binary without touching it, turns on WAL (`synchronous=NORMAL`), foreign keys and
 //! a busy timeout, then applies the missing [`migrations`] in order.
 
 mod findings;
+mod handle;
 mod jobs;
 pub mod migrations;
 mod objects;
@@ -12,6 +17,7 @@ mod schedules;
 mod tokens;
 
 pub use findings::*;
+pub use handle::*;
 pub use jobs::*;
 pub use objects::*;
 pub use schedules::*;

@@ -251,19 +251,23 @@ impl Ledger {
                 }
             }
         }
-        tx.execute("DELETE FROM manifest_status", []).map_err(err)?;
-        for s in &rec.statuses {
-            tx.execute(
-                "INSERT INTO manifest_status (file, kind, name, revision_applied, last_error, error_line, error_col, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (file, kind, name) DO UPDATE SET
-                   last_error = COALESCE(manifest_status.last_error || char(10), '') || excluded.last_error",
-                params![s.file, s.kind, s.name, s.revision_applied, s.last_error, s.error_line, s.error_col, rec.now],
-            )
-            .map_err(err)?;
-        }
+        write_statuses(&tx, &rec.statuses, rec.now).map_err(err)?;
         write_registry_status(&tx, &rec.registry).map_err(err)?;
         tx.commit().map_err(err)
+    }
+
+    /// When each manifest status row was last written (ms), by file, kind and name.
+    pub fn manifest_status_times(
+        &self,
+    ) -> Result<Vec<(StatusKey, i64)>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file, kind, name, updated_at FROM manifest_status ORDER BY file, kind, name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Records a reconcile attempt that could not read the registry at all (fetch
@@ -434,4 +438,77 @@ impl Ledger {
             .map_err(|e| self.err(e))?;
         Ok(n == 1)
     }
+}
+
+/// A manifest status row's key: file, kind, name.
+pub type StatusKey = (String, String, String);
+
+/// Makes the manifest status rows equal to `statuses`, writing only the rows that
+/// changed: an idle reconcile leaves every row (and its `updated_at`) as it was.
+/// Several errors of one (file, kind, name) are joined on one row.
+fn write_statuses(
+    tx: &rusqlite::Transaction<'_>,
+    statuses: &[ManifestStatus],
+    now: i64,
+) -> rusqlite::Result<()> {
+    type Key = StatusKey;
+    let mut wanted: BTreeMap<Key, ManifestStatus> = BTreeMap::new();
+    for s in statuses {
+        let key = (s.file.clone(), s.kind.clone(), s.name.clone());
+        match wanted.get_mut(&key) {
+            Some(prev) => {
+                if let Some(e) = &s.last_error {
+                    prev.last_error = Some(match &prev.last_error {
+                        Some(p) => format!("{p}\n{e}"),
+                        None => e.clone(),
+                    });
+                }
+            }
+            None => {
+                wanted.insert(key, s.clone());
+            }
+        }
+    }
+    let mut existing: BTreeMap<Key, ManifestStatus> = BTreeMap::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT file, kind, name, revision_applied, last_error, error_line, error_col FROM manifest_status",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ManifestStatus {
+                file: r.get(0)?,
+                kind: r.get(1)?,
+                name: r.get(2)?,
+                revision_applied: r.get(3)?,
+                last_error: r.get(4)?,
+                error_line: r.get(5)?,
+                error_col: r.get(6)?,
+            })
+        })?;
+        for row in rows {
+            let row = row?;
+            existing.insert((row.file.clone(), row.kind.clone(), row.name.clone()), row);
+        }
+    }
+    for key in existing.keys().filter(|k| !wanted.contains_key(*k)) {
+        tx.execute(
+            "DELETE FROM manifest_status WHERE file = ?1 AND kind = ?2 AND name = ?3",
+            params![key.0, key.1, key.2],
+        )?;
+    }
+    for (key, s) in &wanted {
+        if existing.get(key) == Some(s) {
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO manifest_status (file, kind, name, revision_applied, last_error, error_line, error_col, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (file, kind, name) DO UPDATE SET
+               revision_applied = excluded.revision_applied, last_error = excluded.last_error,
+               error_line = excluded.error_line, error_col = excluded.error_col,
+               updated_at = excluded.updated_at",
+            params![s.file, s.kind, s.name, s.revision_applied, s.last_error, s.error_line, s.error_col, now],
+        )?;
+    }
+    Ok(())
 }

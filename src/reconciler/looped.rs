@@ -1,34 +1,46 @@
-//! The reconcile loop of `serve`: one task that reconciles when asked (file event,
-//! webhook, API call) or when the last outcome says to look again. Requests that
-//! arrive while a reconcile runs are answered by the next one: concurrent triggers
-//! coalesce into one run.
+//! The reconcile loop of the farm: one task that reconciles at start, when asked
+//! (file event, webhook, API call) and when the last outcome says to look again.
+//! Requests that arrive while a reconcile runs are answered by the next one:
+//! concurrent triggers coalesce into one run. The fetch never holds the ledger
+//! ([`super::reconcile`]), and [`Trigger::in_progress`] tells whether one runs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Next, Outcome, ReconcileError, backoff, reconcile_once};
+use super::{Next, Outcome, ReconcileError, backoff, reconcile};
+use crate::clock::SharedClock;
+use crate::ledger::Db;
 use crate::registry::Registry;
-use crate::runner::{SharedLedger, with_ledger};
 
 /// The result a waiting caller receives.
 pub type RunResult = Result<Arc<Outcome>, String>;
 
-/// Asks the loop to reconcile.
+type Request = Option<oneshot::Sender<RunResult>>;
+
+/// The receiving end of a [`Trigger`], for [`run`].
+pub type Requests = mpsc::UnboundedReceiver<Request>;
+
+/// Asks the loop to reconcile, and tells whether it is reconciling.
 #[derive(Clone, Debug)]
 pub struct Trigger {
-    tx: mpsc::UnboundedSender<Option<oneshot::Sender<RunResult>>>,
+    tx: mpsc::UnboundedSender<Request>,
+    in_progress: Arc<AtomicBool>,
 }
 
 impl Trigger {
     /// A trigger and the receiving end for [`run`].
-    pub fn new() -> (
-        Trigger,
-        mpsc::UnboundedReceiver<Option<oneshot::Sender<RunResult>>>,
-    ) {
+    pub fn new() -> (Trigger, Requests) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Trigger { tx }, rx)
+        (
+            Trigger {
+                tx,
+                in_progress: Arc::default(),
+            },
+            rx,
+        )
     }
 
     /// Requests a reconcile without waiting for it.
@@ -45,21 +57,44 @@ impl Trigger {
         rx.await
             .map_err(|_| "the reconcile loop stopped".to_owned())?
     }
+
+    /// Whether a reconcile (fetch or apply) is running now.
+    pub fn in_progress(&self) -> bool {
+        self.in_progress.load(Ordering::SeqCst)
+    }
 }
 
-/// Runs reconciles forever. `poll` is how long to wait between reconciles when
-/// nothing asks (a git registry's poll interval), and also before the first one
-/// (`serve` reconciles once itself before starting the loop); `on_applied` runs
-/// after each successful one (the scheduler re-reads its schedules).
+/// What the loop needs.
+pub struct LoopParts {
+    /// The registry to read.
+    pub registry: Registry,
+    /// The ledger.
+    pub db: Db,
+    /// The clock that stamps the registry status.
+    pub clock: SharedClock,
+    /// How long to wait between reconciles when nothing asks.
+    pub poll: Duration,
+}
+
+/// Runs reconciles forever: the first at once, then on requests, or after `poll`
+/// (after a failure, after a backoff of at most `poll`). `on_applied` runs after
+/// each successful one (metrics, the scheduler re-reading its schedules);
+/// `on_failed` after each failed one.
 pub async fn run(
-    registry: Registry,
-    ledger: SharedLedger,
-    mut rx: mpsc::UnboundedReceiver<Option<oneshot::Sender<RunResult>>>,
-    poll: Duration,
+    parts: LoopParts,
+    trigger: Trigger,
+    mut rx: Requests,
     on_applied: impl Fn(&Outcome) + Send + Sync,
+    on_failed: impl Fn(&str) + Send + Sync,
 ) {
+    let LoopParts {
+        registry,
+        db,
+        clock,
+        poll,
+    } = parts;
     let mut failures: u32 = 0;
-    let mut wait = poll;
+    let mut wait = Duration::ZERO;
     loop {
         let mut waiters = Vec::new();
         // Wait for a request or the timer; then take every request already queued.
@@ -73,19 +108,13 @@ pub async fn run(
         while let Ok(w) = rx.try_recv() {
             waiters.extend(w);
         }
-        let reg = registry.clone();
-        let result = with_ledger(&ledger, move |l| {
-            Ok(reconcile_once(
-                &reg,
-                l,
-                chrono::Utc::now().timestamp_millis(),
-            ))
-        })
-        .await;
+        trigger.in_progress.store(true, Ordering::SeqCst);
+        let result = reconcile(&registry, &db, &clock).await;
+        trigger.in_progress.store(false, Ordering::SeqCst);
         let result: Result<Outcome, String> = match result {
-            Ok(Ok(o)) => Ok(o),
-            Ok(Err(ReconcileError::Registry(e))) => Err(e.0),
-            Ok(Err(ReconcileError::Ledger(e))) | Err(e) => Err(e.to_string()),
+            Ok(o) => Ok(o),
+            Err(ReconcileError::Registry(e)) => Err(e.0),
+            Err(ReconcileError::Ledger(e)) => Err(e.to_string()),
         };
         let next = match &result {
             Ok(o) => {
@@ -114,6 +143,7 @@ pub async fn run(
                 failures += 1;
                 let b = backoff(failures);
                 tracing::warn!(error = %e, retry_in_secs = b.as_secs(), "registry reconcile failed; last applied state stays in force");
+                on_failed(e);
                 Next::After(b.min(poll.max(Duration::from_secs(5))))
             }
         };

@@ -1,10 +1,11 @@
 //! The reconciler: keeps the ledger equal to the registry.
 //!
-//! One reconcile is fetch → [`crate::manifest::load`] → [`Ledger::snapshot`] →
-//! [`plan::plan`] → [`Ledger::apply_reconcile`], the last step in one SQLite
-//! transaction. [`reconcile_once`] does that and says, as a returned value, when to
-//! look again ([`Next`]); the loop in `serve` only waits for that time or for a
-//! trigger (file event, webhook, API call), whichever comes first.
+//! One reconcile is fetch → [`crate::manifest::load`] (both without the ledger:
+//! [`read_registry`]) → [`Ledger::snapshot`] → [`plan::plan`] →
+//! [`Ledger::apply_reconcile`], the last step in one SQLite transaction
+//! ([`apply_read`]). [`reconcile`] is that for the farm; the loop ([`looped`]) waits
+//! for a trigger (file event, webhook, API call) or its timer, whichever comes
+//! first.
 
 pub mod looped;
 pub mod plan;
@@ -14,8 +15,9 @@ use std::time::{Duration, Instant};
 
 pub use plan::{Action, Change, Plan, plan};
 
+use crate::clock::SharedClock;
 use crate::ledger::{
-    Ledger, LedgerError, ManifestStatus, ObjectWrite, ReconcileRecord, RegistryStatus,
+    Db, Ledger, LedgerError, ManifestStatus, ObjectWrite, ReconcileRecord, RegistryStatus,
 };
 use crate::manifest::{self, Diagnostic, Kind, Loaded, Severity};
 use crate::registry::{Fetched, Registry, RegistryError};
@@ -203,7 +205,9 @@ fn status(
     }
 }
 
-/// Reconciles once: reads the registry and applies it to the ledger. Blocking.
+/// Reconciles once: reads the registry and applies it to the ledger. Blocking,
+/// and it holds `ledger` through the fetch: for tools and tests. The farm uses
+/// [`reconcile`], which fetches before it takes the ledger.
 ///
 /// A registry that cannot be read is recorded in the registry status and returned
 /// as an error; nothing else in the ledger changes.
@@ -213,20 +217,41 @@ pub fn reconcile_once(
     now_ms: i64,
 ) -> Result<Outcome, ReconcileError> {
     let started = Instant::now();
-    let source = registry.describe();
-    let fetched = match registry.fetch() {
-        Ok(f) => f,
+    let read = read_registry(registry);
+    apply_read(&registry.describe(), read, ledger, now_ms, started)
+}
+
+/// What reading the registry gave: the loaded manifests at a revision, or why it
+/// could not be read.
+pub type Read = Result<(Fetched, Loaded), RegistryError>;
+
+/// Fetches and parses the registry. Blocking; touches no ledger.
+pub fn read_registry(registry: &Registry) -> Read {
+    let fetched = registry.fetch()?;
+    let loaded = load_fetched(&fetched);
+    Ok((fetched, loaded))
+}
+
+/// Applies what [`read_registry`] gave to the ledger: SQL only.
+pub fn apply_read(
+    source: &str,
+    read: Read,
+    ledger: &mut Ledger,
+    now_ms: i64,
+    started: Instant,
+) -> Result<Outcome, ReconcileError> {
+    let (fetched, loaded) = match read {
+        Ok(r) => r,
         Err(e) => {
             let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-            ledger.record_registry_failure(&source, &e.0, now_ms, ms)?;
+            ledger.record_registry_failure(source, &e.0, now_ms, ms)?;
             return Err(e.into());
         }
     };
-    let loaded = load_fetched(&fetched);
     let snapshot = ledger.snapshot()?;
     let the_plan = plan(&loaded, &snapshot);
     let record = record_for(
-        &source,
+        source,
         &fetched.revision,
         &loaded,
         &the_plan,
@@ -243,4 +268,24 @@ pub fn reconcile_once(
         counts,
         duration: started.elapsed(),
     })
+}
+
+/// Reconciles once for the farm: the registry is fetched and parsed on a blocking
+/// thread without the ledger (a slow or silent remote holds nobody up), then the
+/// result is applied on the write connection.
+pub async fn reconcile(
+    registry: &Registry,
+    db: &Db,
+    clock: &SharedClock,
+) -> Result<Outcome, ReconcileError> {
+    let started = Instant::now();
+    let reg = registry.clone();
+    let read = match tokio::task::spawn_blocking(move || read_registry(&reg)).await {
+        Ok(r) => r,
+        Err(e) => Err(RegistryError(format!("registry read failed: {e}"))),
+    };
+    let source = registry.describe();
+    let now = clock.now_ms();
+    db.write(move |l| Ok(apply_read(&source, read, l, now, started)))
+        .await?
 }

@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Fetched, RegistryError, redact_url};
-use crate::git::Git;
+use super::{Fetched, RegistryError};
+use crate::git::{Git, redact_url};
 use crate::manifest::{Diagnostic, Severity, SourceFile};
 
 /// Where the registry lives and where it is mirrored.
@@ -22,6 +22,8 @@ pub struct GitRegistry {
     pub mirror: PathBuf,
     /// HTTP token, if any.
     pub token: Option<String>,
+    /// Deadline of one fetch.
+    pub timeout: std::time::Duration,
 }
 
 impl GitRegistry {
@@ -30,6 +32,7 @@ impl GitRegistry {
             Some(t) => Git::with_token(t),
             None => Git::new(),
         }
+        .with_timeout(self.timeout)
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> RegistryError {

@@ -7,12 +7,14 @@
 
 pub mod dir;
 pub mod git;
+pub mod watch;
 
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, RegistrySource};
+use crate::git::redact_url;
 use crate::manifest::{Diagnostic, SourceFile};
 
 /// The manifest files of one revision of the registry.
@@ -50,6 +52,7 @@ impl Registry {
                 branch: cfg.registry_branch.clone(),
                 mirror: cfg.workspace_dir.join(".registry.git"),
                 token: cfg.registry_token.clone(),
+                timeout: cfg.git_timeout(),
             }),
         }
     }
@@ -94,20 +97,4 @@ pub fn content_hash(files: &[SourceFile]) -> String {
     }
     let digest = h.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// A URL with any password or token replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((cred, host)) = rest.split_once('@')
-        && !cred.contains('/')
-    {
-        let user = cred.split(':').next().unwrap_or("");
-        return if cred.contains(':') {
-            format!("{scheme}://{user}:***@{host}")
-        } else {
-            format!("{scheme}://***@{host}")
-        };
-    }
-    url.to_owned()
 }

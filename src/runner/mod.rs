@@ -24,9 +24,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use crate::ledger::{Job, JobStatus, Ledger, LedgerError, Source};
+use crate::clock::SharedClock;
+use crate::enqueue::{Catalog, EnqueueError, Enqueued, JobRequest};
+use crate::events::{Events, FarmEvent, FindingCounts};
+use crate::ledger::{Db, Job, JobStatus, LedgerError};
+use crate::logfile;
 use crate::manifest::resolve::Resolved;
-use crate::manifest::{Kind, ProjectSpec};
 use crate::workspace::Workspace;
 
 /// The line appended to the log of a job a crash left running.
@@ -64,33 +67,6 @@ pub enum CancelResult {
     Stopping,
 }
 
-/// A shared handle on the ledger for blocking calls.
-pub type SharedLedger = Arc<Mutex<Ledger>>;
-
-/// Runs `f` on the ledger in a blocking thread.
-pub async fn with_ledger<T: Send + 'static>(
-    ledger: &SharedLedger,
-    f: impl FnOnce(&mut Ledger) -> Result<T, LedgerError> + Send + 'static,
-) -> Result<T, LedgerError> {
-    let ledger = ledger.clone();
-    match tokio::task::spawn_blocking(move || {
-        let mut guard = match ledger.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        f(&mut guard)
-    })
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 struct Running {
     project: String,
     cancel: watch::Sender<bool>,
@@ -99,7 +75,9 @@ struct Running {
 
 struct Inner {
     cfg: RunnerConfig,
-    ledger: SharedLedger,
+    db: Db,
+    clock: SharedClock,
+    events: Events,
     workspace: Workspace,
     wake: Notify,
     idle: Notify,
@@ -122,12 +100,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Runner {
-    /// A runner over `ledger` and `workspace`.
-    pub fn new(cfg: RunnerConfig, ledger: SharedLedger, workspace: Workspace) -> Runner {
+    /// A runner over the ledger and `workspace`, stamping times with `clock` and
+    /// publishing what its jobs do on `events`.
+    pub fn new(
+        cfg: RunnerConfig,
+        db: Db,
+        workspace: Workspace,
+        clock: SharedClock,
+        events: Events,
+    ) -> Runner {
         Runner {
             inner: Arc::new(Inner {
                 cfg,
-                ledger,
+                db,
+                clock,
+                events,
                 workspace,
                 wake: Notify::new(),
                 idle: Notify::new(),
@@ -135,6 +122,58 @@ impl Runner {
                 hooks: Mutex::default(),
                 stopping: AtomicBool::new(false),
             }),
+        }
+    }
+
+    /// The ledger handle.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The farm's clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// The farm's event channel.
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Enqueues a job: the one path the API, the scheduler's callers and the patch
+    /// loop use. Publishes `JobQueued` (unless coalesced) and wakes the dispatcher.
+    pub async fn enqueue(&self, req: JobRequest) -> Result<Enqueued, EnqueueError> {
+        let snapshot = self.inner.db.read(|l| l.snapshot()).await?;
+        let new = Catalog::new(snapshot).new_job(&req)?;
+        let now = self.now_ms();
+        let (job, coalesced) = self
+            .inner
+            .db
+            .write(move |l| l.enqueue_job(&new, now))
+            .await?;
+        if !coalesced {
+            self.inner
+                .events
+                .publish(FarmEvent::JobQueued { job: job.clone() });
+        }
+        self.wake();
+        Ok((job, coalesced))
+    }
+
+    /// Publishes `JobQueued` for jobs another path inserted (a schedule's fire) and
+    /// wakes the dispatcher.
+    pub fn announce_queued(&self, jobs: &[Job]) {
+        for job in jobs {
+            self.inner
+                .events
+                .publish(FarmEvent::JobQueued { job: job.clone() });
+        }
+        if !jobs.is_empty() {
+            self.wake();
         }
     }
 
@@ -165,7 +204,7 @@ impl Runner {
 
     /// Fails every job a previous process left `running`. Returns how many.
     pub async fn sweep(&self) -> Result<usize, LedgerError> {
-        let stale = with_ledger(&self.inner.ledger, |l| l.running_jobs()).await?;
+        let stale = self.inner.db.read(|l| l.running_jobs()).await?;
         let mut n = 0;
         for job in stale {
             if lock(&self.inner.running).contains_key(&job.id) {
@@ -178,7 +217,7 @@ impl Runner {
                 }
             }
             let log = self.log_path(&job.id);
-            process::append_log_line(&log, ORPHAN_LINE);
+            logfile::append_line(&log, ORPHAN_LINE);
             if let Some(wt) = &job.worktree_path {
                 let ws = self.inner.workspace.clone();
                 let (project, wt) = (job.project.clone(), PathBuf::from(wt));
@@ -186,16 +225,14 @@ impl Runner {
                     tokio::task::spawn_blocking(move || ws.remove_worktree(&project, &wt)).await;
             }
             let id = job.id.clone();
-            let swept = with_ledger(&self.inner.ledger, move |l| {
-                l.finish_job(
-                    &id,
-                    JobStatus::Failed,
-                    Some(-1),
-                    Some(ORPHAN_LINE),
-                    now_ms(),
-                )
-            })
-            .await?;
+            let now = self.now_ms();
+            let swept = self
+                .inner
+                .db
+                .write(move |l| {
+                    l.finish_job(&id, JobStatus::Failed, Some(-1), Some(ORPHAN_LINE), now)
+                })
+                .await?;
             if swept {
                 n += 1;
                 tracing::warn!(job = %job.id, project = %job.project, "{ORPHAN_LINE}");
@@ -205,7 +242,7 @@ impl Runner {
     }
 
     fn log_path(&self, id: &str) -> PathBuf {
-        self.inner.cfg.logs_dir.join(format!("{id}.log"))
+        logfile::path(&self.inner.cfg.logs_dir, id)
     }
 
     /// Cancels a job: a queued one at once, a running one by stopping its group.
@@ -215,12 +252,18 @@ impl Runner {
             let _ = r.cancel.send(true);
             return Ok(CancelResult::Stopping);
         }
-        let (id2, reason2) = (id.to_owned(), reason.to_owned());
-        let (job, cancelled) = with_ledger(&self.inner.ledger, move |l| {
-            let done = l.cancel_queued_job(&id2, &reason2, now_ms())?;
-            Ok((l.get_job(&id2)?, done))
-        })
-        .await?;
+        let (id2, reason2, now) = (id.to_owned(), reason.to_owned(), self.now_ms());
+        let (job, cancelled) = self
+            .inner
+            .db
+            .write(move |l| {
+                let done = l.cancel_queued_job(&id2, &reason2, now)?;
+                Ok((l.get_job(&id2)?, done))
+            })
+            .await?;
+        if cancelled && let Some(j) = &job {
+            self.publish_finished(j.clone()).await;
+        }
         Ok(match job {
             None => CancelResult::NotFound,
             Some(_) if cancelled => CancelResult::Cancelled,
@@ -271,10 +314,12 @@ impl Runner {
         if free == 0 || self.inner.stopping.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let (queued, snapshot) = with_ledger(&self.inner.ledger, |l| {
-            Ok((l.queued_jobs(1000)?, l.snapshot()?))
-        })
-        .await?;
+        let (queued, snapshot) = self
+            .inner
+            .db
+            .read(|l| Ok((l.queued_jobs(1000)?, l.snapshot()?)))
+            .await?;
+        let catalog = Catalog::new(snapshot);
         let mut per_project: HashMap<String, usize> = HashMap::new();
         for r in lock(&self.inner.running).values() {
             *per_project.entry(r.project.clone()).or_default() += 1;
@@ -284,35 +329,46 @@ impl Runner {
             if free == 0 {
                 break;
             }
-            let stored = snapshot.get(&(Kind::Project, job.project.clone()));
-            let project = stored.and_then(|s| {
-                serde_json::from_value::<ProjectSpec>(s.spec.clone())
-                    .ok()
-                    .map(|p| (p, s.retired_at.is_some(), s.source))
-            });
-            let Some((project, retired, source)) = project else {
-                self.refuse(&job, "project no longer exists").await?;
-                continue;
+            let project = match catalog.project(&job.project) {
+                Ok(p) => p,
+                Err(e @ EnqueueError::Unreadable(..)) => {
+                    self.refuse(&job, &e.to_string()).await?;
+                    continue;
+                }
+                Err(_) => {
+                    self.refuse(&job, "project no longer exists").await?;
+                    continue;
+                }
             };
-            if retired {
+            if project.stored.retired_at.is_some() {
                 self.refuse(&job, "project is retired: it was removed from the registry")
                     .await?;
                 continue;
             }
-            let cap = project.max_concurrent_jobs.max(1) as usize;
+            let cap = project.spec.max_concurrent_jobs.max(1) as usize;
             let busy = per_project.get(&job.project).copied().unwrap_or(0);
             if busy >= cap {
                 continue;
             }
             let log = self.log_path(&job.id);
-            let (id, log_s) = (job.id.clone(), log.display().to_string());
-            let claimed = with_ledger(&self.inner.ledger, move |l| {
-                l.claim_job(&id, &log_s, now_ms())
-            })
-            .await?;
-            if !claimed {
+            let (id, log_s, now) = (job.id.clone(), log.display().to_string(), self.now_ms());
+            let claimed = self
+                .inner
+                .db
+                .write(move |l| {
+                    if l.claim_job(&id, &log_s, now)? {
+                        l.get_job(&id)
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .await?;
+            let Some(job) = claimed else {
                 continue;
-            }
+            };
+            self.inner
+                .events
+                .publish(FarmEvent::JobStarted { job: job.clone() });
             let (tx, rx) = watch::channel(false);
             let reason = Arc::new(Mutex::new(None));
             lock(&self.inner.running).insert(
@@ -326,7 +382,11 @@ impl Runner {
             *per_project.entry(job.project.clone()).or_default() += 1;
             free -= 1;
             let me = self.clone();
-            let url = resolve_git_url(&project.git_url, source, &self.inner.cfg.registry_base);
+            let url = crate::git::resolve_git_url(
+                &project.spec.git_url,
+                project.from_registry(),
+                &self.inner.cfg.registry_base,
+            );
             tokio::spawn(async move {
                 let id = job.id.clone();
                 // Run the job in a task of its own: should it panic (a bug), the job
@@ -353,22 +413,61 @@ impl Runner {
     }
 
     async fn refuse(&self, job: &Job, why: &str) -> Result<(), LedgerError> {
-        let (id, why) = (job.id.clone(), why.to_owned());
-        with_ledger(&self.inner.ledger, move |l| {
-            l.cancel_queued_job(&id, &why, now_ms()).map(|_| ())
-        })
-        .await
+        let (id, why, now) = (job.id.clone(), why.to_owned(), self.now_ms());
+        let refused = self
+            .inner
+            .db
+            .write(move |l| {
+                Ok(if l.cancel_queued_job(&id, &why, now)? {
+                    l.get_job(&id)?
+                } else {
+                    None
+                })
+            })
+            .await?;
+        if let Some(j) = refused {
+            self.publish_finished(j).await;
+        }
+        Ok(())
     }
 
+    /// Records a job's end, then publishes `JobFinished` with its findings.
     async fn finish(&self, id: &str, status: JobStatus, code: Option<i64>, error: Option<String>) {
-        let id2 = id.to_owned();
-        let r = with_ledger(&self.inner.ledger, move |l| {
-            l.finish_job(&id2, status, code, error.as_deref(), now_ms())
-        })
-        .await;
-        if let Err(e) = r {
-            tracing::error!(job = %id, error = %e, "cannot record job result");
+        let (id2, now) = (id.to_owned(), self.now_ms());
+        let r = self
+            .inner
+            .db
+            .write(move |l| {
+                l.finish_job(&id2, status, code, error.as_deref(), now)?;
+                l.get_job(&id2)
+            })
+            .await;
+        match r {
+            Ok(Some(job)) => self.publish_finished(job).await,
+            Ok(None) => {}
+            Err(e) => tracing::error!(job = %id, error = %e, "cannot record job result"),
         }
+    }
+
+    async fn publish_finished(&self, job: Job) {
+        let id = job.id.clone();
+        let new = self
+            .inner
+            .db
+            .read(move |l| l.new_findings_count(&id))
+            .await
+            .unwrap_or(0);
+        let findings = FindingCounts {
+            total: job.findings_count,
+            new,
+            fixed: job.fixed.as_array().map_or(0, |a| a.len() as i64),
+        };
+        self.inner.events.publish(FarmEvent::JobFinished {
+            status: job.status,
+            exit_code: job.exit_code,
+            findings,
+            job,
+        });
     }
 
     async fn run_job(
@@ -383,7 +482,7 @@ impl Runner {
         if let Err(e) = std::fs::create_dir_all(&self.inner.cfg.logs_dir) {
             tracing::error!(error = %e, "cannot create logs directory");
         }
-        process::append_log_line(
+        logfile::append_line(
             &log,
             &format!(
                 "job {} · project {} · subproject {} · recipe {} · ref {}",
@@ -394,7 +493,7 @@ impl Runner {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("job snapshot unreadable: {e}");
-                process::append_log_line(&log, &msg);
+                logfile::append_line(&log, &msg);
                 self.finish(&job.id, JobStatus::Error, None, Some(msg))
                     .await;
                 return;
@@ -414,11 +513,11 @@ impl Runner {
             Ok(Err(e)) => {
                 let msg = format!(
                     "cannot check out {} at `{}`: {}",
-                    crate::registry::redact_url(&url),
+                    crate::git::redact_url(&url),
                     job.git_ref,
                     e.message
                 );
-                process::append_log_line(&log, &msg);
+                logfile::append_line(&log, &msg);
                 // The worktree may exist half-made.
                 self.remove_worktree(
                     &job.project,
@@ -445,11 +544,12 @@ impl Runner {
             checkout.sha.clone(),
             checkout.worktree.display().to_string(),
         );
-        let _ = with_ledger(&self.inner.ledger, move |l| {
-            l.set_job_checkout(&id, &sha, &wt)
-        })
-        .await;
-        process::append_log_line(
+        let _ = self
+            .inner
+            .db
+            .write(move |l| l.set_job_checkout(&id, &sha, &wt))
+            .await;
+        logfile::append_line(
             &log,
             &format!(
                 "checked out {} in {}",
@@ -470,7 +570,7 @@ impl Runner {
                 "subproject directory `{}` does not exist at {}",
                 resolved.subproject, checkout.sha
             );
-            process::append_log_line(&log, &msg);
+            logfile::append_line(&log, &msg);
             (JobStatus::Error, None, Some(msg))
         } else {
             let mut env: BTreeMap<String, String> = resolved.env.clone();
@@ -483,7 +583,7 @@ impl Runner {
             let cache = self.inner.workspace.cache_dir(&job.project);
             let _ = std::fs::create_dir_all(&cache);
             env.insert("CRAFTING_CACHE_DIR".into(), cache.display().to_string());
-            process::append_log_line(&log, &format!("$ {}", resolved.command));
+            logfile::append_line(&log, &format!("$ {}", resolved.command));
             let spec = process::ProcessSpec {
                 command: resolved.command.clone(),
                 cwd,
@@ -493,14 +593,15 @@ impl Runner {
                 timeout: Duration::from_secs(resolved.timeout_secs),
                 kill_grace: self.inner.cfg.kill_grace,
             };
-            let ledger = self.inner.ledger.clone();
+            let db = self.inner.db.clone();
             let id = job.id.clone();
             let outcome = process::run(&spec, cancel, move |pgid, start| {
                 tokio::task::spawn_blocking(move || {
-                    let l = lock(&ledger);
-                    if let Err(e) = l.set_job_process(&id, i64::from(pgid), start as i64) {
-                        tracing::error!(error = %e, "cannot record process group");
-                    }
+                    db.write_blocking(|l| {
+                        if let Err(e) = l.set_job_process(&id, i64::from(pgid), start as i64) {
+                            tracing::error!(error = %e, "cannot record process group");
+                        }
+                    })
                 });
             })
             .await;
@@ -508,27 +609,27 @@ impl Runner {
             match outcome {
                 Err(e) => {
                     let msg = format!("cannot start /bin/sh: {e}");
-                    process::append_log_line(&log, &msg);
+                    logfile::append_line(&log, &msg);
                     (JobStatus::Error, None, Some(msg))
                 }
                 Ok(o) => match o.stop {
                     process::Stop::Exited(0) => {
-                        process::append_log_line(&log, &format!("exit 0 after {secs:.1}s"));
+                        logfile::append_line(&log, &format!("exit 0 after {secs:.1}s"));
                         (JobStatus::Succeeded, Some(0), None)
                     }
                     process::Stop::Exited(127) => {
-                        let msg = missing_tool(&log).unwrap_or_else(|| {
+                        let msg = logfile::missing_tool(&log).unwrap_or_else(|| {
                             "exit 127: a command was not found on this machine (the shell named it above)"
                                 .to_owned()
                         });
-                        process::append_log_line(&log, &msg);
+                        logfile::append_line(&log, &msg);
                         (JobStatus::Failed, Some(127), Some(msg))
                     }
                     process::Stop::Exited(c) => {
-                        process::append_log_line(&log, &format!("exit {c} after {secs:.1}s"));
-                        let hint = missing_tool(&log);
+                        logfile::append_line(&log, &format!("exit {c} after {secs:.1}s"));
+                        let hint = logfile::missing_tool(&log);
                         if let Some(h) = &hint {
-                            process::append_log_line(&log, h);
+                            logfile::append_line(&log, h);
                         }
                         (JobStatus::Failed, Some(i64::from(c)), hint)
                     }
@@ -542,14 +643,14 @@ impl Runner {
                                 ""
                             }
                         );
-                        process::append_log_line(&log, &msg);
+                        logfile::append_line(&log, &msg);
                         (JobStatus::TimedOut, None, Some(msg))
                     }
                     process::Stop::Cancelled => {
                         let why = lock(&reason)
                             .clone()
                             .unwrap_or_else(|| "cancelled".to_owned());
-                        process::append_log_line(&log, &format!("cancelled: {why}"));
+                        logfile::append_line(&log, &format!("cancelled: {why}"));
                         (JobStatus::Cancelled, None, Some(why))
                     }
                 },
@@ -582,49 +683,4 @@ impl Runner {
         let (p, w) = (project.to_owned(), wt.to_owned());
         let _ = tokio::task::spawn_blocking(move || ws.remove_worktree(&p, &w)).await;
     }
-}
-
-/// Names the tool a failed command could not find, from the end of its log:
-/// `sh: 1: ruff: not found` or cargo's `error: no such command: `audit``.
-pub fn missing_tool(log: &Path) -> Option<String> {
-    let tail = crate::api::tail_lines(log, 50);
-    for line in tail.iter().rev() {
-        if let Some(rest) = line.split("no such command: `").nth(1)
-            && let Some(cmd) = rest.split('`').next()
-        {
-            return Some(format!(
-                "command not found: `cargo {cmd}` is not installed on this machine (e.g. `cargo install cargo-{cmd} --locked`)"
-            ));
-        }
-        let l = line.trim_end();
-        if let Some(before) = l
-            .strip_suffix(": not found")
-            .or_else(|| l.strip_suffix(": command not found"))
-        {
-            let cmd = before.rsplit(": ").next().unwrap_or(before).trim();
-            if !cmd.is_empty() && !cmd.contains(' ') {
-                return Some(format!(
-                    "command not found: `{cmd}` is not installed on this machine (or not on PATH)"
-                ));
-            }
-        }
-    }
-    None
-}
-
-/// A project's `git_url` as git can use it: a relative path of a registry project is
-/// taken relative to the registry directory.
-pub fn resolve_git_url(url: &str, source: Source, registry_base: &Path) -> String {
-    let is_url = url.contains("://")
-        || url
-            .split_once(':')
-            .is_some_and(|(h, _)| h.contains('@') && !h.contains('/'));
-    if is_url || Path::new(url).is_absolute() || source == Source::Api {
-        return url.to_owned();
-    }
-    let joined = registry_base.join(url);
-    std::fs::canonicalize(&joined)
-        .unwrap_or(joined)
-        .display()
-        .to_string()
 }

@@ -138,34 +138,6 @@ pub fn kill_orphaned_group(pgid: i32, since: u64) -> usize {
     signalled
 }
 
-/// Appends one farm line (`[crafting-table] …`) to a log file.
-pub fn append_log_line(path: &Path, line: &str) {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let r = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .open(path)
-        .and_then(|mut f| {
-            // Start on a line of its own even when the command's output did not end
-            // with a newline.
-            use std::io::Seek;
-            let len = f.metadata()?.len();
-            let mut last = [b'\n'];
-            if len > 0 {
-                f.seek(std::io::SeekFrom::Start(len - 1))?;
-                f.read_exact(&mut last)?;
-            }
-            let sep = if last[0] == b'\n' { "" } else { "\n" };
-            writeln!(f, "{sep}[crafting-table] {line}")
-        });
-    if let Err(e) = r {
-        tracing::warn!(log = %path.display(), error = %e, "cannot append to job log");
-    }
-}
-
 /// Copies the pipe to the log until every writer is gone, keeping at most `cap`
 /// bytes. Returns (bytes read, truncated).
 fn pump(mut reader: std::io::PipeReader, log_path: &Path, cap: u64) -> (u64, bool) {
@@ -305,7 +277,7 @@ pub async fn run(
     {
         Ok(r) => r.unwrap_or((0, false)),
         Err(_) => {
-            append_log_line(
+            crate::logfile::append_line(
                 &spec.log_path,
                 "a process outside the job's group still holds its output open; the log may be incomplete",
             );

@@ -2,17 +2,12 @@
 //! and runner.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crafting_table::api::{self, AppState, Metrics};
+use crafting_table::api;
 use crafting_table::config::Config;
-use crafting_table::ledger::Ledger;
-use crafting_table::reconciler::looped::{self, Trigger};
-use crafting_table::reconciler::reconcile_once;
-use crafting_table::registry::Registry;
-use crafting_table::runner::{Runner, RunnerConfig};
-use crafting_table::workspace::Workspace;
+use crafting_table::events::FarmEvent;
+use crafting_table::farm::{Farm, FarmOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -24,6 +19,7 @@ pub struct App {
     pub base: String,
     pub admin: String,
     pub client: reqwest::Client,
+    pub farm: Farm,
 }
 
 pub struct Opts {
@@ -67,6 +63,7 @@ impl App {
             ("CRAFTING_REGISTRY", reg.display().to_string()),
             ("CRAFTING_LAN_CIDRS", opts.lan.to_owned()),
             ("CRAFTING_WORKERS", "4".to_owned()),
+            ("CRAFTING_BIND", "127.0.0.1:0".to_owned()),
         ]
         .into_iter()
         .chain(
@@ -76,54 +73,30 @@ impl App {
         .collect();
         let lookup = move |k: &str| env.get(k).cloned();
         let cfg = Config::from_lookup(&lookup, None, 2).unwrap();
-        let ledger = Ledger::open(&cfg.ledger_path()).unwrap();
-        let state_path = cfg.ledger_path();
-        assert!(api::ensure_admin_token(&ledger, &cfg.admin_bearer_path()).unwrap());
-        let admin = std::fs::read_to_string(cfg.admin_bearer_path())
+        let farm = Farm::start(
+            cfg,
+            FarmOptions {
+                kill_grace: Duration::from_secs(2),
+                ..FarmOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(farm.admin_minted);
+        // The registry is applied before the test starts.
+        farm.reconcile.run_now().await.unwrap();
+        let admin = std::fs::read_to_string(farm.config.admin_bearer_path())
             .unwrap()
             .trim()
             .to_owned();
-        let ledger = Arc::new(Mutex::new(ledger));
-        let registry = Registry::from_config(&cfg);
-        reconcile_once(&registry, &mut ledger.lock().unwrap(), 0).unwrap();
-        let runner = Runner::new(
-            RunnerConfig {
-                workers: 4,
-                logs_dir: cfg.logs_dir(),
-                log_cap: 1 << 20,
-                kill_grace: Duration::from_secs(2),
-                registry_base: reg.clone(),
-            },
-            ledger.clone(),
-            Workspace::new(cfg.workspace_dir.clone()),
-        );
-        crafting_table::findings::install(&runner, ledger.clone());
-        let r = runner.clone();
-        tokio::spawn(async move { r.run().await });
-        let (trigger, rx) = Trigger::new();
-        let l2 = ledger.clone();
-        tokio::spawn(async move {
-            looped::run(registry, l2, rx, Duration::from_secs(3600), |_| {}).await
-        });
-        let readers = api::Readers::open(&state_path, 2).unwrap();
-        let state = AppState {
-            ledger,
-            readers,
-            config: Arc::new(cfg),
-            runner,
-            reconcile: trigger,
-            started: Instant::now(),
-            metrics: Arc::new(Metrics::default()),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { api::serve(listener, state, std::future::pending()).await });
+        let base = format!("http://{}", farm.addr);
         App {
             tmp,
             _source: source,
             base,
             admin,
             client: reqwest::Client::new(),
+            farm,
         }
     }
 
@@ -174,16 +147,27 @@ impl App {
         v["bearer"].as_str().unwrap().to_owned()
     }
 
+    /// Waits for the job's end (its `JobFinished` event, or a finished status
+    /// already in the ledger) and returns `GET /jobs/{id}` as `bearer` sees it.
     pub async fn wait_job(&self, id: &str, bearer: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut events = self.farm.events.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let (_, v) = self.get(&format!("/jobs/{id}"), bearer).await;
             let status = v["job"]["status"].as_str().unwrap_or("").to_owned();
             if !["queued", "running", ""].contains(&status.as_str()) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "job never finished: {v}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            loop {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Err(_) => panic!("job never finished: {v}"),
+                    Ok(Ok(e)) if !matches!(&*e, FarmEvent::JobFinished { job, .. } if job.id == id) =>
+                    {
+                        continue;
+                    }
+                    Ok(_) => break,
+                }
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ fn farm() -> Farm {
         "      timeout_secs: 60\n      language: typescript\n",
     );
     let f = Farm::new(&[p], 1, 1 << 20);
-    crafting_table::findings::install(&f.runner, f.ledger.clone());
+    crafting_table::findings::install(&f.runner);
     f
 }
 
@@ -30,7 +30,7 @@ async fn lint(f: &Farm) -> (Vec<Finding>, Vec<String>) {
     let (id, _) = f.enqueue("app", ".", "check");
     f.runner.wake();
     let job = f.finished(&id).await;
-    let findings = f.ledger.lock().unwrap().findings_of_job(&id).unwrap();
+    let findings = f.ledger(|l| l.findings_of_job(&id).unwrap());
     assert_eq!(job.findings_count as usize, findings.len());
     let fixed = serde_json::from_value(job.fixed).unwrap();
     (findings, fixed)

@@ -16,6 +16,7 @@ fn git_registry(repo: &Path, work: &Path) -> Registry {
         branch: "main".into(),
         mirror: work.join(".registry.git"),
         token: None,
+        timeout: crafting_table::git::DEFAULT_NETWORK_TIMEOUT,
     })
 }
 
@@ -476,6 +477,7 @@ fn http_git_registry_with_token() {
         branch: "main".into(),
         mirror: work.path().join("anon.git"),
         token: None,
+        timeout: crafting_table::git::DEFAULT_NETWORK_TIMEOUT,
     });
     let err = reconcile_once(&anonymous, &mut ledger, 1).unwrap_err();
     assert!(
@@ -490,6 +492,7 @@ fn http_git_registry_with_token() {
         branch: "main".into(),
         mirror: work.path().join("wrong.git"),
         token: Some("not-it".into()),
+        timeout: crafting_table::git::DEFAULT_NETWORK_TIMEOUT,
     });
     assert!(reconcile_once(&wrong, &mut ledger, 2).is_err());
 
@@ -498,6 +501,7 @@ fn http_git_registry_with_token() {
         branch: "main".into(),
         mirror: work.path().join(".registry.git"),
         token: Some(token.into()),
+        timeout: crafting_table::git::DEFAULT_NETWORK_TIMEOUT,
     });
     let out = reconcile_once(&authed, &mut ledger, 3).unwrap();
     assert_eq!(out.revision, rev);

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crafting_table::ledger::{Job, JobStatus, Ledger, NewJob, Trigger};
-use crafting_table::manifest::Kind;
-use crafting_table::manifest::resolve::resolve;
+use crafting_table::enqueue::{Catalog, JobRequest};
+use crafting_table::events::{Events, FarmEvent};
+use crafting_table::ledger::{Db, Job, JobStatus, Ledger, Trigger};
 use crafting_table::reconciler::reconcile_once;
 use crafting_table::registry::Registry;
 use crafting_table::runner::{CancelResult, Runner, RunnerConfig, process};
@@ -17,7 +17,7 @@ use crate::helpers::Repo;
 pub struct Farm {
     pub tmp: tempfile::TempDir,
     pub _source: Repo,
-    pub ledger: Arc<Mutex<Ledger>>,
+    pub db: Db,
     pub runner: Runner,
 }
 
@@ -62,7 +62,7 @@ impl Farm {
         let mut ledger = Ledger::open(&tmp.path().join("data/ledger.sqlite3")).unwrap();
         let out = reconcile_once(&Registry::Dir(reg.clone()), &mut ledger, 0).unwrap();
         assert_eq!(out.error_count(), 0, "{:?}", out.diagnostics);
-        let ledger = Arc::new(Mutex::new(ledger));
+        let db = Db::with_writer(ledger, 2).unwrap();
         let runner = Runner::new(
             RunnerConfig {
                 workers,
@@ -71,57 +71,82 @@ impl Farm {
                 kill_grace: Duration::from_secs(2),
                 registry_base: reg,
             },
-            ledger.clone(),
+            db.clone(),
             Workspace::new(tmp.path().join("data/workspace")),
+            crafting_table::clock::system(),
+            Events::new(),
         );
         Farm {
             tmp,
             _source: source,
-            ledger,
+            db,
             runner,
         }
     }
 
+    /// Runs `f` on the ledger's write connection.
+    pub fn ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
+        self.db.write_blocking(f)
+    }
+
+    /// Enqueues through the farm's own resolution (as the API does), without
+    /// waking the dispatcher.
     pub fn enqueue(&self, project: &str, subproject: &str, command: &str) -> (String, bool) {
-        let mut l = self.ledger.lock().unwrap();
-        let snap = l.snapshot().unwrap();
-        let p = serde_json::from_value(snap[&(Kind::Project, project.to_owned())].spec.clone())
-            .unwrap();
-        let resolved = resolve(&p, subproject, command, &Default::default()).unwrap();
-        let (job, coalesced) = l
-            .enqueue_job(
-                &NewJob {
+        self.ledger(|l| {
+            let new = Catalog::new(l.snapshot().unwrap())
+                .new_job(&JobRequest {
                     project: project.into(),
-                    subproject: resolved.subproject.clone(),
+                    subproject: Some(subproject.into()),
                     recipe: command.into(),
+                    git_ref: Some("main".into()),
                     trigger: Trigger::Api,
                     schedule: None,
-                    git_ref: "main".into(),
-                    snapshot: serde_json::to_value(&resolved).unwrap(),
-                },
-                chrono::Utc::now().timestamp_millis(),
-            )
-            .unwrap();
-        (job.id, coalesced)
+                })
+                .unwrap();
+            let (job, coalesced) = l
+                .enqueue_job(&new, chrono::Utc::now().timestamp_millis())
+                .unwrap();
+            (job.id, coalesced)
+        })
     }
 
     pub fn job(&self, id: &str) -> Job {
-        self.ledger.lock().unwrap().get_job(id).unwrap().unwrap()
+        self.ledger(|l| l.get_job(id).unwrap().unwrap())
     }
 
-    /// Waits (bounded) until `pred` holds for the job.
+    /// Waits (bounded) until `pred` holds for the job: re-checks the ledger on each
+    /// farm event, and every 50 ms for what no event announces (a process group
+    /// being recorded).
     pub async fn wait_for(&self, id: &str, what: &str, pred: impl Fn(&Job) -> bool) -> Job {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut events = self.runner.events().subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let j = self.job(id);
             if pred(&j) {
                 return j;
             }
             assert!(
-                Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "job {id} never became {what}: {j:?}"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(50), events.recv()).await;
+        }
+    }
+
+    /// Waits for the `JobFinished` event of `id` (subscribe before it can finish).
+    pub async fn finished_event(
+        events: &mut tokio::sync::broadcast::Receiver<Arc<FarmEvent>>,
+        id: &str,
+    ) -> Arc<FarmEvent> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let e = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no JobFinished event for {id}"))
+                .unwrap();
+            if matches!(&*e, FarmEvent::JobFinished { job, .. } if job.id == id) {
+                return e;
+            }
         }
     }
 
@@ -549,9 +574,10 @@ async fn sweep_fails_orphans_and_kills_their_group() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     {
-        let l = f.ledger.lock().unwrap();
-        assert!(l.claim_job(&id, "x", 1).unwrap());
-        l.set_job_process(&id, pid.into(), start as i64).unwrap();
+        f.ledger(|l| {
+            assert!(l.claim_job(&id, "x", 1).unwrap());
+            l.set_job_process(&id, pid.into(), start as i64).unwrap();
+        });
     }
     assert_eq!(f.runner.sweep().await.unwrap(), 1);
     let _ = child.wait();
@@ -587,10 +613,11 @@ async fn sweep_never_kills_a_reused_pid() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     {
-        let l = f.ledger.lock().unwrap();
-        l.claim_job(&id, "x", 1).unwrap();
-        // The recorded start time differs: this pid now belongs to someone else.
-        l.set_job_process(&id, pid.into(), real as i64 - 1).unwrap();
+        f.ledger(|l| {
+            l.claim_job(&id, "x", 1).unwrap();
+            // The recorded start time differs: this pid now belongs to someone else.
+            l.set_job_process(&id, pid.into(), real as i64 - 1).unwrap();
+        });
     }
     f.runner.sweep().await.unwrap();
     assert!(

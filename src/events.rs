@@ -1,0 +1,97 @@
+//! Farm events: one broadcast channel that says what happened, after it was
+//! committed to the ledger.
+//!
+//! The runner publishes a job's `Queued`, `Started` and `Finished`; the patch loop
+//! will publish its attempts here too. Notifications, the patch loop, log followers
+//! and tests subscribe instead of polling the ledger. A subscriber that falls more
+//! than [`CAPACITY`] events behind is told how many it missed
+//! ([`tokio::sync::broadcast::error::RecvError::Lagged`]) and should re-read the
+//! ledger: the ledger is the truth, events are the wake-up.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::ledger::{Job, JobStatus};
+
+/// Events kept for a slow subscriber before it is told it lagged.
+pub const CAPACITY: usize = 4096;
+
+/// Findings of a finished job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FindingCounts {
+    /// Findings of the run.
+    pub total: i64,
+    /// Of those, not in the previous run of the same command.
+    pub new: i64,
+    /// Findings of the previous run that are gone.
+    pub fixed: i64,
+}
+
+/// Something that happened in the farm.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FarmEvent {
+    /// A job was enqueued (not sent for a coalesced request).
+    JobQueued {
+        /// The job as stored.
+        job: Job,
+    },
+    /// A worker claimed the job; its command is about to run.
+    JobStarted {
+        /// The job as stored.
+        job: Job,
+    },
+    /// The job ended and its result and findings are stored.
+    JobFinished {
+        /// The job as stored at its end.
+        job: Job,
+        /// How it ended.
+        status: JobStatus,
+        /// The command's exit code, when it exited.
+        exit_code: Option<i64>,
+        /// Its findings.
+        findings: FindingCounts,
+    },
+}
+
+impl FarmEvent {
+    /// The job the event is about.
+    pub fn job(&self) -> &Job {
+        match self {
+            FarmEvent::JobQueued { job }
+            | FarmEvent::JobStarted { job }
+            | FarmEvent::JobFinished { job, .. } => job,
+        }
+    }
+}
+
+/// The farm's event channel. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Events {
+    tx: broadcast::Sender<Arc<FarmEvent>>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::new()
+    }
+}
+
+impl Events {
+    /// A channel with no subscribers yet.
+    pub fn new() -> Events {
+        let (tx, _) = broadcast::channel(CAPACITY);
+        Events { tx }
+    }
+
+    /// Publishes an event (after its change was committed). Nobody listening is
+    /// fine.
+    pub fn publish(&self, event: FarmEvent) {
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    /// A receiver of every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FarmEvent>> {
+        self.tx.subscribe()
+    }
+}

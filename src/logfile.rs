@@ -1,0 +1,109 @@
+//! Job logs on disk: where a job's log lives, the farm's own lines in it, and the
+//! reads the API and the runner make of it.
+//!
+//! A log is `<logs_dir>/<job-id>.log`: the command's stdout and stderr as they
+//! came, interleaved, capped by the runner, with the farm's lines
+//! (`[crafting-table] …`) appended on lines of their own.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// What starts every line the farm writes into a job's log.
+pub const FARM_PREFIX: &str = "[crafting-table] ";
+
+/// The log file of job `id`.
+pub fn path(logs_dir: &Path, id: &str) -> PathBuf {
+    logs_dir.join(format!("{id}.log"))
+}
+
+/// Appends one farm line (`[crafting-table] …`) to a log file, on a line of its
+/// own even when the command's output did not end with a newline.
+pub fn append_line(path: &Path, line: &str) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let r = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+        .and_then(|mut f| {
+            let len = f.metadata()?.len();
+            let mut last = [b'\n'];
+            if len > 0 {
+                f.seek(SeekFrom::Start(len - 1))?;
+                f.read_exact(&mut last)?;
+            }
+            let sep = if last[0] == b'\n' { "" } else { "\n" };
+            writeln!(f, "{sep}{FARM_PREFIX}{line}")
+        });
+    if let Err(e) = r {
+        tracing::warn!(log = %path.display(), error = %e, "cannot append to job log");
+    }
+}
+
+/// The last `n` lines of a file, reading at most its last 256 KiB. A missing file
+/// has no lines.
+pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(256 * 1024);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0); // a partial first line
+    }
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
+}
+
+/// Up to `max` bytes of a file from `offset` (empty when there is nothing new or
+/// no file). Blocking.
+pub fn read_from(path: &Path, offset: u64, max: u64) -> Vec<u8> {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    if f.seek(SeekFrom::Start(offset)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    let _ = Read::by_ref(&mut f).take(max).read_to_end(&mut buf);
+    buf
+}
+
+/// Names the tool a failed command could not find, from the end of its log:
+/// `sh: 1: ruff: not found` or cargo's `error: no such command: `audit``.
+pub fn missing_tool(log: &Path) -> Option<String> {
+    let tail = tail_lines(log, 50);
+    for line in tail.iter().rev() {
+        if let Some(rest) = line.split("no such command: `").nth(1)
+            && let Some(cmd) = rest.split('`').next()
+        {
+            return Some(format!(
+                "command not found: `cargo {cmd}` is not installed on this machine (e.g. `cargo install cargo-{cmd} --locked`)"
+            ));
+        }
+        let l = line.trim_end();
+        if let Some(before) = l
+            .strip_suffix(": not found")
+            .or_else(|| l.strip_suffix(": command not found"))
+        {
+            let cmd = before.rsplit(": ").next().unwrap_or(before).trim();
+            if !cmd.is_empty() && !cmd.contains(' ') {
+                return Some(format!(
+                    "command not found: `{cmd}` is not installed on this machine (or not on PATH)"
+                ));
+            }
+        }
+    }
+    None
+}
