@@ -27,8 +27,11 @@ block() {
 "$bin" serve >"$work/serve.out" 2>"$work/serve.err" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+# The API answers at once; the banner follows the first reconcile, as a user sees it.
 for _ in $(seq 1 200); do curl -sf http://127.0.0.1:8810/healthz >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 100); do grep -q "try       curl" "$work/serve.out" && break; sleep 0.1; done
 grep -q "try       curl" "$work/serve.out"
+grep -q "registry .*applied" "$work/serve.out"
 
 echo "-- quickstart, second terminal"
 block "## Quickstart: from a fresh clone to findings" 1 >"$work/second.sh"

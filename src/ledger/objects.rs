@@ -257,9 +257,7 @@ impl Ledger {
     }
 
     /// When each manifest status row was last written (ms), by file, kind and name.
-    pub fn manifest_status_times(
-        &self,
-    ) -> Result<Vec<(StatusKey, i64)>, LedgerError> {
+    pub fn manifest_status_times(&self) -> Result<Vec<(StatusKey, i64)>, LedgerError> {
         let mut stmt = self
             .conn
             .prepare("SELECT file, kind, name, updated_at FROM manifest_status ORDER BY file, kind, name")

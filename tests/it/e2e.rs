@@ -176,11 +176,11 @@ async fn first_ten_minutes_from_clone_to_findings() {
     let (_, f) = call(&farm, "GET", &format!("/jobs/{id}/findings"), None).await;
     let findings = f["findings"].as_array().unwrap();
     assert_eq!(findings.len() as i64, n);
-    assert!(
-        findings
-            .iter()
-            .all(|x| x["kind"] == "lint" && x["tool"] == "clippy")
-    );
+    let others: Vec<&Value> = findings
+        .iter()
+        .filter(|x| x["kind"] != "lint" || x["tool"] != "clippy")
+        .collect();
+    assert!(others.is_empty(), "{others:#?}");
     assert!(
         findings
             .iter()

@@ -13,3 +13,4 @@ mod reconcile;
 mod runner;
 mod scheduler;
 mod schema;
+mod seams;

@@ -433,10 +433,12 @@ async fn cancel_queued_and_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_and_coalescing_under_twenty_jobs() {
-    let trace = tempfile::NamedTempFile::new().unwrap();
+    // Every job holds its worker until the test opens its own gate: the test, not
+    // timing, decides when each job ends, so the caps are checked at every step.
+    let gates = tempfile::tempdir().unwrap();
     let cmd = format!(
-        "echo start $CRAFTING_PROJECT >> {t}; sleep 0.3; echo end $CRAFTING_PROJECT >> {t}",
-        t = trace.path().display()
+        "g={}/$CRAFTING_JOB_ID; while [ ! -f $g ]; do sleep 0.01; done",
+        gates.path().display()
     );
     let names: Vec<String> = (0..10).map(|i| format!("j{i}")).collect();
     let cmds: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), cmd.as_str())).collect();
@@ -453,34 +455,54 @@ async fn limits_and_coalescing_under_twenty_jobs() {
     assert!(coalesced);
     assert_eq!(again, ids[0]);
 
+    let mut events = f.runner.events().subscribe();
     let _loop = f.start();
-    for id in &ids {
-        let j = f.finished(id).await;
-        assert_eq!(
-            j.status,
-            JobStatus::Succeeded,
-            "{:?}\n{}",
-            j.error,
-            f.log(id)
-        );
+    f.runner.wake();
+    let (mut alpha_left, mut beta_left) = (10usize, 10usize);
+    let mut order: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while alpha_left + beta_left > 0 {
+        // The runner fills every slot the caps allow: 2 of alpha, 1 of beta, and
+        // never more than the 3 workers.
+        let want = (alpha_left.min(2), beta_left.min(1));
+        let running = loop {
+            let running: Vec<Job> = f.ledger(|l| {
+                l.list_jobs(&crafting_table::ledger::JobFilter {
+                    status: Some(JobStatus::Running),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .unwrap()
+            });
+            let count = |p: &str| running.iter().filter(|j| j.project == p).count();
+            let (a, b) = (count("alpha"), count("beta"));
+            assert!(a <= 2 && b <= 1, "caps exceeded: alpha {a}, beta {b}");
+            if (a, b) == want {
+                break running;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reached {want:?}: alpha {a}, beta {b}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
+        };
+        // Release the oldest running job and wait for its end.
+        let job = running
+            .iter()
+            .min_by_key(|j| (j.started_at, j.id.clone()))
+            .unwrap()
+            .clone();
+        std::fs::write(gates.path().join(&job.id), "").unwrap();
+        let done = f.finished(&job.id).await;
+        assert_eq!(done.status, JobStatus::Succeeded, "{}", f.log(&job.id));
+        if job.project == "alpha" {
+            alpha_left -= 1;
+        } else {
+            beta_left -= 1;
+        }
+        order.push(job.id);
     }
-    let text = std::fs::read_to_string(trace.path()).unwrap();
-    let (mut total, mut max_total) = (0i32, 0i32);
-    let mut per: std::collections::HashMap<&str, i32> = Default::default();
-    let mut max_per: std::collections::HashMap<&str, i32> = Default::default();
-    for line in text.lines() {
-        let (what, project) = line.split_once(' ').unwrap();
-        let d = if what == "start" { 1 } else { -1 };
-        total += d;
-        *per.entry(project).or_default() += d;
-        max_total = max_total.max(total);
-        let m = max_per.entry(project).or_default();
-        *m = (*m).max(per[project]);
-    }
-    assert_eq!(text.lines().count(), 40);
-    assert_eq!(max_per["alpha"], 2, "alpha's cap is 2 and it is reached");
-    assert_eq!(max_per["beta"], 1, "beta's cap is 1");
-    assert_eq!(max_total, 3, "three workers, all used");
+    assert_eq!(order.len(), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -656,4 +678,65 @@ async fn gc_prunes_stale_worktrees_and_collects_idle_mirrors() {
     assert!(!stale.exists());
     assert!(busy.exists());
     assert!(mirror.join("HEAD").exists(), "the mirror itself is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tell_queued_started_finished_in_order() {
+    let f = Farm::new(
+        &one("app", &[("bad", "echo oops; exit 3"), ("ok", "true")], 60),
+        1,
+        1 << 20,
+    );
+    let mut events = f.runner.events().subscribe();
+    let _loop = f.start();
+    let request = |recipe: &str| JobRequest {
+        project: "app".into(),
+        subproject: None,
+        recipe: recipe.into(),
+        git_ref: None,
+        trigger: Trigger::Api,
+        schedule: None,
+    };
+    let (job, coalesced) = f.runner.enqueue(request("bad")).await.unwrap();
+    assert!(!coalesced);
+    let finished = Farm::finished_event(&mut events, &job.id).await;
+    let FarmEvent::JobFinished {
+        job: ended,
+        status,
+        exit_code,
+        findings,
+    } = &*finished
+    else {
+        unreachable!()
+    };
+    assert_eq!((*status, *exit_code), (JobStatus::Failed, Some(3)));
+    assert_eq!(ended.status, JobStatus::Failed);
+    assert_eq!(findings.total, ended.findings_count);
+    // The job is in the ledger as the event says, before the event was sent.
+    assert_eq!(f.job(&job.id).status, JobStatus::Failed);
+
+    // Every event of a second job, in order; none is published for a coalesced
+    // enqueue.
+    let (mut events, mut waiter) = (f.runner.events().subscribe(), f.runner.events().subscribe());
+    let (second, _) = f.runner.enqueue(request("ok")).await.unwrap();
+    Farm::finished_event(&mut waiter, &second.id).await;
+    let mut kinds = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.job().id == second.id {
+            kinds.push(match &*e {
+                FarmEvent::JobQueued { .. } => "queued",
+                FarmEvent::JobStarted { .. } => "started",
+                FarmEvent::JobFinished { .. } => "finished",
+            });
+        }
+    }
+    assert_eq!(kinds, ["queued", "started", "finished"]);
+
+    // Unknown commands and refs are refused by the one enqueue path.
+    let err = f.runner.enqueue(request("nope")).await.unwrap_err();
+    assert!(err.to_string().contains("no command `nope`"), "{err}");
+    let mut bad_ref = request("ok");
+    bad_ref.git_ref = Some("--upload-pack=x".into());
+    let err = f.runner.enqueue(bad_ref).await.unwrap_err();
+    assert!(err.to_string().contains("not a valid"), "{err}");
 }
