@@ -35,6 +35,10 @@ const KEYS: &[&str] = &[
     "smtp_pass",
     "smtp_from",
     "smtp_tls",
+    "smtp_ca_file",
+    "digest_time",
+    "digest_timezone",
+    "public_url",
     "webhook_secret",
     "clawdforge_url",
     "clawdforge_token",
@@ -91,6 +95,8 @@ pub struct SmtpConfig {
     pub from: String,
     /// Transport security.
     pub tls: SmtpTls,
+    /// PEM file of extra root certificates (a relay with a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Settings of the automatic patch loop; present only when all four URLs/tokens are.
@@ -137,6 +143,13 @@ pub struct Config {
     pub log_cap_bytes: u64,
     /// Digest delivery, when configured.
     pub smtp: Option<SmtpConfig>,
+    /// Default digest time (`HH:MM`) of projects' own `notify` blocks.
+    pub digest_time: String,
+    /// Time zone of `digest_time`.
+    pub digest_timezone: String,
+    /// Base URL of the API as people reach it, for links in messages (default: the
+    /// address the API listens on).
+    pub public_url: Option<String>,
     /// HMAC secret of `/hooks/registry`, when configured.
     pub webhook_secret: Option<String>,
     /// The patch loop, when configured.
@@ -390,9 +403,28 @@ impl Config {
                     pass: src.string("smtp_pass")?,
                     from,
                     tls: smtp_tls,
+                    ca_file: src.string("smtp_ca_file")?.map(PathBuf::from),
                 })
             }
         };
+        let digest_time = src.parsed("digest_time", "06:00".to_owned(), |s| {
+            crate::manifest::check::parse_hhmm(s)
+                .map(|_| s.to_owned())
+                .ok_or_else(|| "is not a time of day: use HH:MM, 24-hour clock".to_owned())
+        })?;
+        let digest_timezone =
+            src.parsed("digest_timezone", "America/Los_Angeles".to_owned(), |s| {
+                crate::manifest::check::parse_timezone(s)
+                    .map(|_| s.to_owned())
+                    .map_err(|_| "is not an IANA time zone (e.g. Europe/Berlin)".to_owned())
+            })?;
+        let public_url = src.parsed("public_url", None, |s| {
+            if (s.starts_with("http://") || s.starts_with("https://")) && !s.contains(' ') {
+                Ok(Some(s.trim_end_matches('/').to_owned()))
+            } else {
+                Err("is not an http:// or https:// URL".to_owned())
+            }
+        })?;
 
         let webhook_secret = src.string("webhook_secret")?;
         let max_attempts = src.parsed("patcher_max_attempts", 3u32, positive)?;
@@ -431,6 +463,9 @@ impl Config {
             workers,
             log_cap_bytes,
             smtp,
+            digest_time,
+            digest_timezone,
+            public_url,
             webhook_secret,
             patcher,
             config_file: src.file.as_ref().map(|(p, _)| PathBuf::from(p)),

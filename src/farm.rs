@@ -20,6 +20,10 @@ use crate::clock::{self, SharedClock};
 use crate::config::{Config, RegistrySource};
 use crate::events::Events;
 use crate::ledger::Db;
+use crate::notify::digest::DigestSettings;
+use crate::notify::mail::Mailer;
+use crate::notify::service::Digests;
+use crate::notify::webhook::SecretLookup;
 use crate::reconciler::Outcome;
 use crate::reconciler::looped::{self, LoopParts, RunResult, Trigger};
 use crate::registry::Registry;
@@ -50,12 +54,15 @@ pub enum FarmError {
 }
 
 /// What may differ between `serve` and a test.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FarmOptions {
     /// The clock (the system's in `serve`).
     pub clock: SharedClock,
     /// Grace between SIGTERM and SIGKILL of a job's group.
     pub kill_grace: Duration,
+    /// Reads secrets named by manifests (webhook keys): the process environment in
+    /// `serve`.
+    pub secrets: SecretLookup,
 }
 
 impl Default for FarmOptions {
@@ -63,7 +70,17 @@ impl Default for FarmOptions {
         FarmOptions {
             clock: clock::system(),
             kill_grace: KILL_GRACE,
+            secrets: Arc::new(|name: &str| std::env::var(name).ok()),
         }
+    }
+}
+
+impl std::fmt::Debug for FarmOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FarmOptions")
+            .field("clock", &self.clock)
+            .field("kill_grace", &self.kill_grace)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,6 +96,8 @@ pub struct Farm {
     pub runner: Runner,
     /// The farm's events.
     pub events: Events,
+    /// The digest service.
+    pub digests: Digests,
     /// Asks the reconcile loop to run.
     pub reconcile: Trigger,
     /// Counters of `/metrics`.
@@ -168,6 +187,31 @@ impl Farm {
             .map_err(|e| startup(&format!("cannot listen on {}", cfg.bind), &e))?;
         let addr = listener.local_addr().map_err(|e| startup("listener", &e))?;
 
+        let public_url = cfg
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let mailer = match &cfg.smtp {
+            None => {
+                tracing::info!(
+                    "digest disabled — CRAFTING_SMTP_HOST not set (dry runs still work)"
+                );
+                None
+            }
+            Some(smtp) => Some(Mailer::new(smtp).map_err(|e| startup("smtp", &e))?),
+        };
+        let digests = Digests::new(
+            db.clone(),
+            clock.clone(),
+            DigestSettings {
+                default_time: cfg.digest_time.clone(),
+                default_zone: cfg.digest_timezone.clone(),
+                public_url: public_url.clone(),
+                smtp_enabled: mailer.is_some(),
+            },
+            mailer,
+        );
+
         let metrics = Arc::new(Metrics::default());
         let config = Arc::new(cfg);
         let state = AppState {
@@ -175,6 +219,7 @@ impl Farm {
             config: config.clone(),
             runner: runner.clone(),
             events: events.clone(),
+            digests: digests.clone(),
             clock: clock.clone(),
             reconcile: trigger.clone(),
             started: Instant::now(),
@@ -231,6 +276,17 @@ impl Farm {
             })
         }));
         tasks.push(("gc", tokio::spawn(crate::gc::run(runner.clone()))));
+        tasks.push(("digest", tokio::spawn(digests.clone().run_fires())));
+        tasks.push(("mailer", tokio::spawn(digests.clone().run_sender())));
+        tasks.push((
+            "webhooks",
+            tokio::spawn(crate::notify::webhook::run(
+                db.clone(),
+                events.clone(),
+                opts.secrets.clone(),
+                public_url,
+            )),
+        ));
         let shutdown = Arc::new(Notify::new());
         tasks.push(("api", {
             let s = shutdown.clone();
@@ -248,6 +304,7 @@ impl Farm {
             db,
             runner,
             events,
+            digests,
             reconcile: trigger,
             metrics,
             registry,

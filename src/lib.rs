@@ -4,7 +4,7 @@
 //!
 //! Two layers. The core — `config`, `clock`, `manifest`, `registry`, `reconciler`,
 //! `scheduler`, `ledger`, `enqueue`, `events`, `runner`, `workspace`, `git`,
-//! `logfile`, `parsers`, `findings`, `gc` — never imports an edge. The edges serve
+//! `logfile`, `parsers`, `findings`, `gc`, `notify` — never imports an edge. The edges serve
 //! people (`api`) and the wiring puts everything together (`farm`, `serve`, the
 //! binary).
 
@@ -20,6 +20,7 @@ pub mod git;
 pub mod ledger;
 pub mod logfile;
 pub mod manifest;
+pub mod notify;
 pub mod parsers;
 pub mod reconciler;
 pub mod registry;

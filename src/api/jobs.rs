@@ -128,7 +128,7 @@ pub struct ListQuery {
 /// Most jobs one page returns.
 pub const MAX_PAGE: usize = 500;
 
-fn parse_limit(s: Option<&str>, default: usize) -> Result<usize, ApiError> {
+pub(super) fn parse_limit(s: Option<&str>, default: usize) -> Result<usize, ApiError> {
     match s {
         None | Some("") => Ok(default),
         Some(v) => match v.parse::<usize>() {

@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+mod digests;
 mod jobs;
 pub mod openapi;
 mod projects;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub runner: Runner,
     /// The farm's events (log followers wait on a job's end here).
     pub events: Events,
+    /// The digest service (run-now, preview).
+    pub digests: crate::notify::service::Digests,
     /// The farm's clock.
     pub clock: SharedClock,
     /// Asks the reconcile loop to run, and tells whether one runs.
@@ -233,6 +236,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/registry"),
     ("post", "/registry/reconcile"),
     ("post", "/hooks/registry"),
+    ("get", "/digests"),
+    ("get", "/digests/{date}"),
+    ("post", "/admin/digest/run-now"),
 ];
 
 /// The router with every route, the LAN check, the body limit and JSON fallbacks.
@@ -265,6 +271,9 @@ pub fn router(state: AppState) -> Router {
         .route("/registry", get(admin::registry))
         .route("/registry/reconcile", post(admin::reconcile_now))
         .route("/hooks/registry", post(admin::webhook))
+        .route("/digests", get(digests::list))
+        .route("/digests/{date}", get(digests::preview))
+        .route("/admin/digest/run-now", post(digests::run_now))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -407,6 +407,60 @@ fn operation(method: &str, path: &str) -> Value {
             ),
             true,
         ),
+        ("get", "/digests") => (
+            "Digest runs, newest first (admin): date, recipient, status, message id, counts, error",
+            vec![resp(
+                "200",
+                "digest runs",
+                ok_obj(
+                    json!({"digests": {"type": "array", "items": {"$ref": "#/components/schemas/Digest"}}, "sending": {"type": "boolean"}}),
+                    &["digests", "sending"],
+                ),
+            )],
+            vec![query_param(
+                "limit",
+                json!({"type": "string"}),
+                "1 to 500 (default 50)",
+            )],
+            None,
+            false,
+        ),
+        ("get", "/digests/{date}") => (
+            "What the digests of a local date (YYYY-MM-DD) say, per unit; sends nothing (admin)",
+            vec![resp(
+                "200",
+                "digests",
+                ok_obj(
+                    json!({"date": {"type": "string"}, "digests": {"type": "array", "items": {"type": "object"}}}),
+                    &["date", "digests"],
+                ),
+            )],
+            vec![path_param("date")],
+            None,
+            false,
+        ),
+        ("post", "/admin/digest/run-now") => (
+            "Render and (unless dry_run) send the digests now (admin)",
+            vec![resp(
+                "200",
+                "what was sent, skipped as already sent, or empty",
+                ok_obj(
+                    json!({"dry_run": {"type": "boolean"}, "sending": {"type": "boolean"}, "digests": {"type": "array", "items": {"type": "object", "properties": {
+                        "recipient": {"type": "string"}, "date": {"type": "string"},
+                        "status": {"type": "string", "enum": ["sent", "pending", "failed", "already_sent", "empty", "dry_run"]},
+                        "message_id": {"type": "string"}, "content": {"type": "object"}}}}}),
+                    &["digests"],
+                ),
+            )],
+            vec![],
+            Some(body(
+                json!({"type": "object", "additionalProperties": false, "properties": {
+                "dry_run": {"type": "boolean"},
+                "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+                "recipient": {"type": "string"}}}),
+            )),
+            false,
+        ),
         _ => ("", vec![], vec![], None, false),
     };
     responses.push(("default".into(), err_ref()));
@@ -447,6 +501,14 @@ pub fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
             "schemas": {
+                "Digest": {"type": "object", "required": ["id", "date", "recipient", "status"], "properties": {
+                    "id": {"type": "integer"}, "date": {"type": "string"}, "recipient": {"type": "string"},
+                    "time": {"type": "string"}, "zone": {"type": "string"},
+                    "status": {"type": "string", "enum": ["pending", "sent", "failed", "dry_run", "empty"]},
+                    "message_id": {"type": "string", "nullable": true}, "subject": {"type": "string", "nullable": true},
+                    "counts": {"type": "object"}, "attempts": {"type": "integer"}, "error": {"type": "string", "nullable": true},
+                    "window_start": {"type": "string"}, "window_end": {"type": "string"},
+                    "created_at": {"type": "string"}, "sent_at": {"type": "string", "nullable": true}}},
                 "Error": {"type": "object", "required": ["ok", "error"], "properties": {
                     "ok": {"type": "boolean", "enum": [false]},
                     "error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},

@@ -152,12 +152,12 @@ pub struct Job {
     pub finished_at: Option<i64>,
 }
 
-const JOB_COLUMNS: &str =
+pub(super) const JOB_COLUMNS: &str =
     "id, project_name, subproject, recipe, trigger, schedule_name, git_ref, sha, status,
     exit_code, error, recipe_snapshot_json, log_path, pgid, pgid_start_time, worktree_path,
     findings_count, fixed_json, created_at, started_at, finished_at";
 
-fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+pub(super) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     let status: String = r.get(8)?;
     Ok(Job {
         id: r.get(0)?,

@@ -8,7 +8,7 @@
 //! Times are INTEGER milliseconds since the Unix epoch (UTC).
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = r#"
 CREATE TABLE tokens (
@@ -183,4 +183,53 @@ CREATE TABLE digest_runs (
     created_at    INTEGER NOT NULL,
     UNIQUE (date, project_name)
 );
+"#;
+
+/// The digest: units fire like schedules, one row per message. `digest_runs` of V1
+/// (the original's `UNIQUE(date, project_name)`, which collides when two rules
+/// cover one project) was never written and goes.
+const V2: &str = r#"
+DROP TABLE digest_runs;
+
+-- A digest unit is (recipient, time, zone); its key is "recipient|HH:MM|zone".
+CREATE TABLE digest_units (
+    unit_key      TEXT PRIMARY KEY,
+    next_fire_at  INTEGER
+);
+
+CREATE TABLE digest_fires (
+    unit_key   TEXT NOT NULL,
+    fire_time  INTEGER NOT NULL,
+    fired_at   INTEGER NOT NULL,
+    PRIMARY KEY (unit_key, fire_time)
+);
+
+CREATE TABLE digests (
+    id               INTEGER PRIMARY KEY,
+    recipient        TEXT NOT NULL,
+    time             TEXT NOT NULL,       -- HH:MM
+    zone             TEXT NOT NULL,       -- IANA
+    date             TEXT NOT NULL,       -- YYYY-MM-DD in `zone`
+    status           TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'dry_run', 'empty')),
+    message_id       TEXT,
+    subject          TEXT,
+    body_text        TEXT,
+    body_html        TEXT,
+    content_json     TEXT NOT NULL DEFAULT '{}',
+    counts_json      TEXT NOT NULL DEFAULT '{}',
+    window_start     INTEGER NOT NULL,
+    window_end       INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER,
+    error            TEXT,
+    created_at       INTEGER NOT NULL,
+    sent_at          INTEGER
+);
+-- One message per unit and local date: only what is (being) sent takes the slot;
+-- dry runs and empty runs are recorded beside it.
+CREATE UNIQUE INDEX digests_one_per_day ON digests (recipient, time, zone, date)
+    WHERE status IN ('pending', 'sent');
+CREATE INDEX digests_due ON digests (status, next_attempt_at);
+CREATE INDEX digests_by_unit ON digests (recipient, time, zone, status, window_end);
+CREATE INDEX jobs_by_finish ON jobs (project_name, finished_at);
 "#;

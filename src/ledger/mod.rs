@@ -8,6 +8,7 @@
 //! binary without touching it, turns on WAL (`synchronous=NORMAL`), foreign keys and
 //! a busy timeout, then applies the missing [`migrations`] in order.
 
+mod digests;
 mod findings;
 mod handle;
 mod jobs;
@@ -16,6 +17,7 @@ mod objects;
 mod schedules;
 mod tokens;
 
+pub use digests::*;
 pub use findings::*;
 pub use handle::*;
 pub use jobs::*;
@@ -230,27 +232,6 @@ impl Ledger {
                  VALUES (?1, ?2, ?3)
                  ON CONFLICT (schedule_name, fire_time) DO NOTHING",
                 params![schedule, fire_time_ms, now_ms],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(n == 1)
-    }
-
-    /// Claims the digest of `project` for `date` (`YYYY-MM-DD`). Returns `false` when
-    /// it was already claimed, so a re-fired digest loop sends only once.
-    pub fn claim_digest_run(
-        &self,
-        date: &str,
-        project: &str,
-        status: &str,
-        now_ms: i64,
-    ) -> Result<bool, LedgerError> {
-        let n = self
-            .conn
-            .execute(
-                "INSERT INTO digest_runs (date, project_name, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (date, project_name) DO NOTHING",
-                params![date, project, status, now_ms],
             )
             .map_err(|e| self.err(e))?;
         Ok(n == 1)

@@ -255,7 +255,19 @@ pub(super) fn check_all(cands: &[Candidate<'_>]) -> Vec<Vec<Diagnostic>> {
             Spec::Schedule(s) => check_schedule(s, &projects, &mut sink),
             Spec::NotifyRule(n) => {
                 check_selector(&n.projects, "projects", &projects, &mut sink);
-                check_emails(&n.email, &[Seg::Key("spec"), Seg::Key("email")], &mut sink);
+                if let Some(e) = &n.email {
+                    check_emails(e, &[Seg::Key("spec"), Seg::Key("email")], &mut sink);
+                }
+                if let Some(w) = &n.webhook {
+                    check_webhook(w, &mut sink);
+                }
+                if n.email.is_none() && n.webhook.is_none() {
+                    sink.error(
+                        &[Seg::Key("spec")],
+                        "a NotifyRule needs `email`, `webhook` or both: it notifies nobody"
+                            .to_owned(),
+                    );
+                }
                 check_digest(&n.digest, &mut sink);
             }
         }
@@ -585,6 +597,32 @@ fn check_selector(
                 format!("project `{name}` is not defined in this registry (fine if it is registered through the API)"),
             );
         }
+    }
+}
+
+fn check_webhook(w: &crate::manifest::Webhook, sink: &mut Sink<'_, '_>) {
+    let url = w.url.trim();
+    let ok = ["http://", "https://"].iter().any(|scheme| {
+        url.strip_prefix(scheme)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+    }) && !url.contains(char::is_whitespace);
+    if !ok {
+        sink.error(
+            &[Seg::Key("spec"), Seg::Key("webhook"), Seg::Key("url")],
+            format!("webhook.url `{}` is not an http:// or https:// URL", w.url),
+        );
+    }
+    if let Some(name) = &w.secret_env
+        && !is_valid_env_name(name)
+    {
+        sink.error(
+            &[
+                Seg::Key("spec"),
+                Seg::Key("webhook"),
+                Seg::Key("secret_env"),
+            ],
+            format!("webhook.secret_env `{name}` is not an environment variable name"),
+        );
     }
 }
 

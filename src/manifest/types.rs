@@ -348,14 +348,30 @@ impl NotifyEvent {
 pub struct NotifyRuleSpec {
     /// Project names, or `"*"`.
     pub projects: Selector,
-    /// Recipients.
-    pub email: Emails,
+    /// Recipients of the daily digest. A rule needs `email`, `webhook` or both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Emails>,
+    /// Where matching events are POSTed at once, signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
     /// Events reported; empty means `audit_fail`, `cve_found`, `patch_drafted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<NotifyEvent>,
     /// When the digest is sent.
     #[serde(default)]
     pub digest: DigestTime,
+}
+
+/// An endpoint that hears matching events at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// Name of an environment variable of the farm holding the HMAC-SHA256 key; the
+    /// body's signature goes in `X-Crafting-Signature-256: sha256=<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
 }
 
 /// Local time of day and time zone of a daily digest.

@@ -27,13 +27,16 @@ fn migrates_an_empty_file_and_reopens() {
         "jobs",
         "findings",
         "patch_attempts",
-        "digest_runs",
+        "digests",
+        "digest_units",
+        "digest_fires",
     ] {
         assert!(
             tables.iter().any(|n| n == t),
             "table {t} missing from {tables:?}"
         );
     }
+    assert!(!tables.iter().any(|n| n == "digest_runs"), "V2 drops it");
     drop(ledger);
     let again = Ledger::open(&path).unwrap();
     assert_eq!(again.schema_version().unwrap(), latest_version());
@@ -120,35 +123,6 @@ fn duplicate_fire_key_is_rejected() {
     assert!(e.to_string().contains("UNIQUE constraint failed"), "{e}");
     // A fire for a schedule that does not exist violates the foreign key.
     assert!(ledger.record_schedule_fire("ghost", 1, 1).is_err());
-}
-
-#[test]
-fn duplicate_digest_run_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.sqlite3");
-    let ledger = Ledger::open(&path).unwrap();
-    assert!(
-        ledger
-            .claim_digest_run("2026-11-25", "app", "sent", 1)
-            .unwrap()
-    );
-    assert!(
-        !ledger
-            .claim_digest_run("2026-11-25", "app", "sent", 2)
-            .unwrap()
-    );
-    assert!(
-        ledger
-            .claim_digest_run("2026-11-26", "app", "sent", 3)
-            .unwrap()
-    );
-    let e = raw(&path)
-        .execute(
-            "INSERT INTO digest_runs (date, project_name, status, created_at) VALUES ('2026-11-25', 'app', 'x', 4)",
-            [],
-        )
-        .unwrap_err();
-    assert!(e.to_string().contains("UNIQUE constraint failed"), "{e}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod config;
+mod digest;
 mod e2e;
 mod findings;
 mod helpers;

@@ -711,3 +711,32 @@ fn mutated_manifests_never_panic() {
         }
     }
 }
+
+#[test]
+fn bad_webhooks_and_a_rule_that_notifies_nobody() {
+    check(
+        &[(
+            "m.yaml",
+            &notify(
+                "  projects: '*'\n  webhook: {url: 'ftp://chat.lan/hook', secret_env: 'bad name'}\n",
+            ),
+        )],
+        &[
+            "m.yaml:7:18: webhook.url `ftp://chat.lan/hook` is not an http:// or https:// URL",
+            "m.yaml:7:53: webhook.secret_env `bad name` is not an environment variable name",
+        ],
+    );
+    check1(
+        &notify("  projects: '*'\n  on: [cve_found]\n"),
+        "m.yaml:6:3: a NotifyRule needs `email`, `webhook` or both: it notifies nobody",
+    );
+    check(
+        &[(
+            "m.yaml",
+            &notify(
+                "  projects: '*'\n  webhook: {url: 'https://chat.lan/hook', secret_env: CHAT_KEY}\n",
+            ),
+        )],
+        &[],
+    );
+}

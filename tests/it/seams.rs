@@ -14,6 +14,19 @@ use serde_json::{Value, json};
 use crate::helpers::Repo;
 
 async fn start(data: &Path, env: &[(&str, String)]) -> Farm {
+    start_with(
+        data,
+        env,
+        FarmOptions {
+            kill_grace: Duration::from_secs(2),
+            ..FarmOptions::default()
+        },
+    )
+    .await
+}
+
+/// A farm from these settings (data directory, loopback port 0 and LAN added).
+pub async fn start_with(data: &Path, env: &[(&str, String)], opts: FarmOptions) -> Farm {
     let mut map: HashMap<String, String> = env
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -23,25 +36,18 @@ async fn start(data: &Path, env: &[(&str, String)]) -> Farm {
     map.insert("CRAFTING_LAN_CIDRS".into(), "127.0.0.0/8".into());
     let lookup = move |k: &str| map.get(k).cloned();
     let cfg = Config::from_lookup(&lookup, None, 2).unwrap();
-    Farm::start(
-        cfg,
-        FarmOptions {
-            kill_grace: Duration::from_secs(2),
-            ..FarmOptions::default()
-        },
-    )
-    .await
-    .unwrap()
+    Farm::start(cfg, opts).await.unwrap()
 }
 
-struct Client {
+/// The farm's API as its admin.
+pub struct Client {
     base: String,
     bearer: String,
     http: reqwest::Client,
 }
 
 impl Client {
-    fn of(farm: &Farm) -> Client {
+    pub fn of(farm: &Farm) -> Client {
         Client {
             base: format!("http://{}", farm.addr),
             bearer: std::fs::read_to_string(farm.config.admin_bearer_path())
@@ -52,7 +58,7 @@ impl Client {
         }
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.base))
