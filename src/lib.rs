@@ -5,10 +5,12 @@
 //! Two layers. The core — `config`, `clock`, `manifest`, `registry`, `reconciler`,
 //! `scheduler`, `ledger`, `enqueue`, `events`, `runner`, `workspace`, `git`,
 //! `logfile`, `parsers`, `findings`, `gc`, `notify` — never imports an edge. The edges serve
-//! people (`api`) and the wiring puts everything together (`farm`, `serve`, the
+//! people (`api`, `client`, `mcp`) and the wiring puts everything together (`farm`, `serve`, the
 //! binary).
 
 pub mod api;
+pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod enqueue;

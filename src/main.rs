@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use crafting_table::cli::{self, Request};
 use crafting_table::config::{Config, RegistrySource};
 use crafting_table::ledger::Ledger;
 use crafting_table::manifest::{self, Kind};
@@ -42,6 +43,81 @@ enum Command {
         /// Registry directory (default: the configured registry, directory or git).
         dir: Option<PathBuf>,
     },
+    /// Run a project's command on the farm; with --follow, stream its log and exit
+    /// with the job's own exit code.
+    ///
+    /// The farm is CRAFTING_TABLE_BASE_URL (default http://127.0.0.1:8810); the token
+    /// is CRAFTING_TABLE_TOKEN, or the file CRAFTING_TABLE_TOKEN_FILE, or else
+    /// ./data/admin-bearer.txt of a farm started in this directory.
+    ///
+    /// Exit codes with --follow: the command's own code when it exited (0 passed),
+    /// 124 timed out, 130 cancelled, 126 the farm could not run it, 125 this command
+    /// failed (bad token, API or network error, bad arguments). Without --follow:
+    /// prints the job id and exits 0 (or 125).
+    Run {
+        /// Project name.
+        project: String,
+        /// Command (`test`, `lint`, `audit`, `build` or any named command).
+        command: String,
+        /// Subproject path (default: `.` when it exists, else the first).
+        #[arg(long)]
+        subproject: Option<String>,
+        /// Branch, tag or sha (default: the project's default branch).
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// Stream the log until the job ends and exit with its code.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print the job as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a job's log (exit 125 when the command fails).
+    Logs {
+        /// Job id.
+        job: String,
+        /// Keep streaming until the job ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        /// Only this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only this status (queued, running, succeeded, failed, timed_out,
+        /// cancelled, error).
+        #[arg(long)]
+        status: Option<String>,
+        /// How many (1 to 500).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's findings.
+    Findings {
+        /// Job id.
+        job: String,
+        /// Only `new` (or `unchanged`) findings.
+        #[arg(long)]
+        state: Option<String>,
+        /// table, json or sarif (SARIF 2.1.0).
+        #[arg(long, default_value = "table", value_parser = ["table", "json", "sarif"])]
+        format: String,
+        /// Same as --format json.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a queued or running job.
+    Cancel {
+        /// Job id.
+        job: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,12 +129,78 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            if !e.use_stderr() {
+                return ExitCode::SUCCESS; // --help, --version
+            }
+            // The client subcommands keep 124–130 for the job: their own failures
+            // are 125, as env(1) and timeout(1) do.
+            let client = std::env::args().nth(1).is_some_and(|a| {
+                ["run", "logs", "jobs", "findings", "cancel"].contains(&a.as_str())
+            });
+            return ExitCode::from(if client { cli::EXIT_CLIENT } else { 2 });
+        }
+    };
     match cli.command {
         Command::Serve => serve(),
         Command::Validate { dir } => validate(dir),
         Command::Plan { dir } => plan(dir),
+        Command::Run {
+            project,
+            command,
+            subproject,
+            git_ref,
+            follow,
+            json,
+        } => client(
+            Request::Run {
+                project,
+                command,
+                subproject,
+                git_ref,
+                follow,
+            },
+            json,
+        ),
+        Command::Logs { job, follow } => client(Request::Logs { job, follow }, false),
+        Command::Jobs {
+            project,
+            status,
+            limit,
+            json,
+        } => client(
+            Request::Jobs {
+                project,
+                status,
+                limit,
+            },
+            json,
+        ),
+        Command::Findings {
+            job,
+            state,
+            format,
+            json,
+        } => client(Request::Findings { job, state, format }, json),
+        Command::Cancel { job, json } => client(Request::Cancel { job }, json),
     }
+}
+
+fn client(req: Request, json: bool) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crafting-table: cannot start the async runtime: {e}");
+            return ExitCode::from(cli::EXIT_CLIENT);
+        }
+    };
+    ExitCode::from(rt.block_on(cli::execute(req, json)))
 }
 
 fn serve() -> ExitCode {

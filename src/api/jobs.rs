@@ -245,10 +245,28 @@ pub async fn detail(
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     follow: Option<String>,
+    offset: Option<String>,
+    limit: Option<String>,
+    tail: Option<String>,
 }
 
+fn parse_count(name: &str, v: Option<&str>) -> Result<Option<u64>, ApiError> {
+    match v {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse::<u64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name} `{s}` must be a whole number of bytes or lines"
+            ))
+        }),
+    }
+}
+
+/// Most lines `?tail=` returns.
+pub const MAX_TAIL_LINES: u64 = 10_000;
+
 /// `GET /jobs/{id}/log`: the log file, streamed; with `follow=1`, kept open and fed
-/// until the job ends.
+/// until the job ends; `?offset=&limit=` a window of bytes, `?tail=N` the last N
+/// lines. `X-Log-Size` carries the file's size, for paging.
 pub async fn log(
     State(state): State<AppState>,
     caller: Caller,
@@ -264,16 +282,55 @@ pub async fn log(
             )));
         }
     };
+    let offset = parse_count("offset", q.offset.as_deref())?;
+    let limit = parse_count("limit", q.limit.as_deref())?;
+    let tail = parse_count("tail", q.tail.as_deref())?;
+    if follow && (offset.is_some() || limit.is_some() || tail.is_some()) {
+        return Err(ApiError::bad_request(
+            "follow=1 streams the whole log: it takes no offset, limit or tail",
+        ));
+    }
+    if tail.is_some() && (offset.is_some() || limit.is_some()) {
+        return Err(ApiError::bad_request(
+            "tail takes the last lines: use it without offset and limit",
+        ));
+    }
     let job = visible_job(&state, &caller, &id).await?;
     let path = crate::logfile::path(&state.config.logs_dir(), &job.id);
+    let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+    let size_header = (
+        header::HeaderName::from_static("x-log-size"),
+        header::HeaderValue::from(size),
+    );
     let headers = [
         (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
         (header::CACHE_CONTROL, "no-cache"),
     ];
+    if let Some(n) = tail {
+        let n = n.min(MAX_TAIL_LINES) as usize;
+        let p = path.clone();
+        let lines = tokio::task::spawn_blocking(move || crate::logfile::tail_lines(&p, n))
+            .await
+            .unwrap_or_default();
+        let mut text = lines.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        return Ok((headers, [size_header], text).into_response());
+    }
+    if offset.is_some() || limit.is_some() {
+        let (off, max) = (offset.unwrap_or(0), limit.unwrap_or(u64::MAX));
+        let p = path.clone();
+        let bytes = tokio::task::spawn_blocking(move || crate::logfile::read_from(&p, off, max))
+            .await
+            .unwrap_or_default();
+        return Ok((headers, [size_header], bytes).into_response());
+    }
     if !follow {
         return match tokio::fs::File::open(&path).await {
             Ok(f) => Ok((
                 headers,
+                [size_header],
                 Body::from_stream(tokio_util::io::ReaderStream::new(f)),
             )
                 .into_response()),

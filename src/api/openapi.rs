@@ -262,7 +262,7 @@ fn operation(method: &str, path: &str) -> Value {
             false,
         ),
         ("get", "/jobs/{id}/log") => (
-            "The full log, streamed; follow=1 streams until the job ends",
+            "The full log, streamed; follow=1 streams until the job ends; offset/limit a byte window, tail the last lines",
             vec![(
                 "200".into(),
                 json!({"description": "log text", "content": {"text/plain": {"schema": {"type": "string"}}}}),
@@ -273,6 +273,21 @@ fn operation(method: &str, path: &str) -> Value {
                     "follow",
                     json!({"type": "string", "enum": ["0", "1", "true", "false"]}),
                     "keep streaming until the job ends",
+                ),
+                query_param(
+                    "offset",
+                    json!({"type": "string", "pattern": "^[0-9]*$"}),
+                    "first byte of a window",
+                ),
+                query_param(
+                    "limit",
+                    json!({"type": "string", "pattern": "^[0-9]*$"}),
+                    "bytes in the window",
+                ),
+                query_param(
+                    "tail",
+                    json!({"type": "string", "pattern": "^[0-9]*$"}),
+                    "the last N lines (at most 10,000)",
                 ),
             ],
             None,

@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod client;
 mod config;
 mod digest;
 mod e2e;

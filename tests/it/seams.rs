@@ -41,8 +41,8 @@ pub async fn start_with(data: &Path, env: &[(&str, String)], opts: FarmOptions) 
 
 /// The farm's API as its admin.
 pub struct Client {
-    base: String,
-    bearer: String,
+    pub base: String,
+    pub bearer: String,
     http: reqwest::Client,
 }
 
@@ -280,7 +280,7 @@ const CORE: &[&str] = &[
 ];
 
 /// Modules that serve people, and the wiring.
-const EDGES: &[&str] = &["api", "mcp", "web", "ui", "client", "farm", "serve"];
+const EDGES: &[&str] = &["api", "mcp", "web", "ui", "client", "cli", "farm", "serve"];
 
 /// Every `crate::<edge>` a source text refers to (also inside `use crate::{…}`).
 fn edge_imports(text: &str) -> Vec<String> {
