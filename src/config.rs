@@ -46,6 +46,13 @@ const KEYS: &[&str] = &[
     "gitea_token",
     "patcher_max_attempts",
     "patcher_branch_prefix",
+    "patcher_author",
+    "patcher_context_lines",
+    "patcher_max_open_prs",
+    "patcher_max_per_day",
+    "llm_url",
+    "llm_model",
+    "llm_token",
 ];
 
 /// Where the registry comes from.
@@ -99,14 +106,34 @@ pub struct SmtpConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-/// Settings of the automatic patch loop; present only when all four URLs/tokens are.
+/// The language model the patch loop asks for a diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelBackend {
+    /// clawdforge's session API.
+    Clawdforge {
+        /// Base URL.
+        url: String,
+        /// Bearer.
+        token: String,
+    },
+    /// Any OpenAI-compatible `chat/completions` server.
+    OpenAi {
+        /// Base URL (e.g. `http://127.0.0.1:8080/v1`).
+        url: String,
+        /// Model name.
+        model: String,
+        /// Bearer, if the server wants one.
+        token: Option<String>,
+    },
+}
+
+/// Settings of the automatic patch loop; present only when a model backend and the
+/// forge are both configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatcherConfig {
-    /// Base URL of the clawdforge LLM gateway.
-    pub clawdforge_url: String,
-    /// Its bearer.
-    pub clawdforge_token: String,
-    /// Base URL of the Gitea server.
+    /// The model backend (clawdforge wins when both are set).
+    pub backend: ModelBackend,
+    /// Gitea's web root.
     pub gitea_url: String,
     /// Gitea API token.
     pub gitea_token: String,
@@ -114,6 +141,14 @@ pub struct PatcherConfig {
     pub max_attempts: u32,
     /// Prefix of the branches patches are pushed to.
     pub branch_prefix: String,
+    /// Author of patch commits (`Name <email>`).
+    pub author: String,
+    /// Source lines shown to the model on each side of the finding.
+    pub context_lines: u32,
+    /// Open automatic pull requests per project at most.
+    pub max_open_prs: u32,
+    /// Attempts per project per day at most.
+    pub max_per_day: u32,
 }
 
 /// The whole configuration of one farm process.
@@ -154,6 +189,8 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     /// The patch loop, when configured.
     pub patcher: Option<PatcherConfig>,
+    /// When the patch loop is off: the settings that would turn it on.
+    pub patcher_missing: Vec<String>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -431,22 +468,62 @@ impl Config {
         let branch_prefix = src
             .string("patcher_branch_prefix")?
             .unwrap_or_else(|| "crafting-table/auto/".into());
-        let patcher = match (
+        let backend = match (
             src.string("clawdforge_url")?,
             src.string("clawdforge_token")?,
-            src.string("gitea_url")?,
-            src.string("gitea_token")?,
+            src.string("llm_url")?,
+            src.string("llm_model")?,
         ) {
-            (Some(clawdforge_url), Some(clawdforge_token), Some(gitea_url), Some(gitea_token)) => {
-                Some(PatcherConfig {
-                    clawdforge_url,
-                    clawdforge_token,
-                    gitea_url,
-                    gitea_token,
-                    max_attempts,
-                    branch_prefix,
+            (Some(url), Some(token), llm_url, _) => {
+                if llm_url.is_some() {
+                    tracing::info!(
+                        "both clawdforge and an OpenAI-compatible model are configured: clawdforge wins"
+                    );
+                }
+                Some(ModelBackend::Clawdforge {
+                    url: url.trim_end_matches('/').to_owned(),
+                    token,
                 })
             }
+            (_, _, Some(url), Some(model)) => Some(ModelBackend::OpenAi {
+                url: url.trim_end_matches('/').to_owned(),
+                model,
+                token: src.string("llm_token")?,
+            }),
+            _ => None,
+        };
+        let gitea = (src.string("gitea_url")?, src.string("gitea_token")?);
+        let mut patcher_missing = Vec::new();
+        if backend.is_none() {
+            patcher_missing.push(
+                "a model: CRAFTING_CLAWDFORGE_URL + CRAFTING_CLAWDFORGE_TOKEN, or CRAFTING_LLM_URL + CRAFTING_LLM_MODEL"
+                    .to_owned(),
+            );
+        }
+        if gitea.0.is_none() {
+            patcher_missing.push("CRAFTING_GITEA_URL".to_owned());
+        }
+        if gitea.1.is_none() {
+            patcher_missing.push("CRAFTING_GITEA_TOKEN".to_owned());
+        }
+        let author = src
+            .string("patcher_author")?
+            .unwrap_or_else(|| "crafting-table <crafting-table@localhost>".into());
+        let context_lines = src.parsed("patcher_context_lines", 20u32, positive)?;
+        let max_open_prs = src.parsed("patcher_max_open_prs", 5u32, positive)?;
+        let max_per_day = src.parsed("patcher_max_per_day", 10u32, positive)?;
+        let patcher = match (backend, gitea) {
+            (Some(backend), (Some(gitea_url), Some(gitea_token))) => Some(PatcherConfig {
+                backend,
+                gitea_url: gitea_url.trim_end_matches('/').to_owned(),
+                gitea_token,
+                max_attempts,
+                branch_prefix,
+                author,
+                context_lines,
+                max_open_prs,
+                max_per_day,
+            }),
             _ => None,
         };
 
@@ -468,6 +545,7 @@ impl Config {
             public_url,
             webhook_secret,
             patcher,
+            patcher_missing,
             config_file: src.file.as_ref().map(|(p, _)| PathBuf::from(p)),
         })
     }

@@ -495,9 +495,12 @@ pub async fn patch(
         StatusCode::SERVICE_UNAVAILABLE,
         "patcher_disabled",
         if state.config.patcher.is_some() {
-            "the patch loop is configured but not part of this build yet"
+            "the patch loop is configured but not part of this build yet".to_owned()
         } else {
-            "the patch loop is off: set CRAFTING_CLAWDFORGE_URL, CRAFTING_CLAWDFORGE_TOKEN, CRAFTING_GITEA_URL and CRAFTING_GITEA_TOKEN"
+            format!(
+                "the patch loop is off: set {}",
+                state.config.patcher_missing.join(", ")
+            )
         },
     ))
 }

@@ -413,6 +413,26 @@ fn check_project(p: &ProjectSpec, recipes: &BTreeMap<&str, &RecipeSpec>, sink: &
             format!("default_branch `{}` is not a branch name", p.default_branch),
         );
     }
+    if let Some(f) = &p.forge {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 100
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && s != "."
+                && s != ".."
+        };
+        for (key, value) in [("owner", &f.owner), ("repo", &f.repo)] {
+            if !ok(value) {
+                sink.error(
+                    &[Seg::Key("spec"), Seg::Key("forge"), Seg::Key(key)],
+                    format!(
+                        "forge.{key} `{value}` is not a Gitea name: letters, digits, `-`, `_` and `.`"
+                    ),
+                );
+            }
+        }
+    }
     if !(1..=MAX_CONCURRENT_JOBS).contains(&p.max_concurrent_jobs) {
         sink.error(
             &[Seg::Key("spec"), Seg::Key("max_concurrent_jobs")],

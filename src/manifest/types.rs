@@ -96,6 +96,10 @@ pub struct ProjectSpec {
     /// Who hears about this project's jobs, and whether fixes are drafted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<ProjectNotify>,
+    /// The repository on the forge (Gitea) when its owner and name differ from
+    /// `git_url`'s: where automatic fixes are pushed and proposed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeRepo>,
     /// How many jobs of this project may run at once (1 to 64).
     #[serde(default = "default_max_concurrent_jobs")]
     pub max_concurrent_jobs: u32,
@@ -294,6 +298,16 @@ pub enum Emails {
     One(String),
     /// Several addresses.
     Many(Vec<String>),
+}
+
+/// A repository on the forge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeRepo {
+    /// Owner (user or organisation).
+    pub owner: String,
+    /// Repository name.
+    pub repo: String,
 }
 
 /// Notification settings inside a `Project`.

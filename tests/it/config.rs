@@ -129,6 +129,17 @@ fn every_variable_is_read() {
     let p = c.patcher.unwrap();
     assert_eq!((p.max_attempts, p.branch_prefix.as_str()), (5, "bot/"));
     assert_eq!(p.gitea_url, "http://gitea.lan:3001");
+    assert_eq!(
+        p.backend,
+        crafting_table::config::ModelBackend::Clawdforge {
+            url: "http://cf.lan:8800".into(),
+            token: "cf_x".into()
+        }
+    );
+    assert_eq!(
+        (p.context_lines, p.max_open_prs, p.max_per_day),
+        (20, 5, 10)
+    );
 }
 
 #[test]
@@ -158,6 +169,28 @@ fn patcher_needs_all_four() {
     )
     .unwrap();
     assert_eq!(c.patcher, None);
+    assert_eq!(c.patcher_missing.len(), 2, "{:?}", c.patcher_missing);
+    assert!(c.patcher_missing[0].contains("CRAFTING_LLM_URL"));
+    assert_eq!(c.patcher_missing[1], "CRAFTING_GITEA_TOKEN");
+    // An OpenAI-compatible server and the forge turn it on.
+    let c = cfg(
+        &[
+            ("CRAFTING_LLM_URL", "http://127.0.0.1:8080/v1/"),
+            ("CRAFTING_LLM_MODEL", "qwen2.5-coder"),
+            ("CRAFTING_GITEA_URL", "http://g"),
+            ("CRAFTING_GITEA_TOKEN", "t"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.patcher.unwrap().backend,
+        crafting_table::config::ModelBackend::OpenAi {
+            url: "http://127.0.0.1:8080/v1".into(),
+            model: "qwen2.5-coder".into(),
+            token: None
+        }
+    );
 }
 
 #[test]
