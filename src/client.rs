@@ -162,12 +162,35 @@ pub fn encode(s: &str) -> String {
     out
 }
 
+/// How requests reach the farm.
+#[derive(Clone)]
+enum Transport {
+    /// Over the network.
+    Http(reqwest::Client),
+    /// Straight into the farm's own router, as if from `peer` (the MCP endpoint of
+    /// `serve`: the caller's address and bearer go through the same checks).
+    Local {
+        router: axum::Router,
+        peer: std::net::SocketAddr,
+    },
+}
+
 /// The client; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     settings: Settings,
-    http: reqwest::Client,
+    transport: Transport,
 }
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.settings.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+type HttpResponse = axum::http::Response<axum::body::Body>;
 
 /// A window of a job's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +208,25 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ClientError::Settings(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client { settings, http })
+        Ok(Client {
+            settings,
+            transport: Transport::Http(http),
+        })
+    }
+
+    /// A client that calls `router` in-process, as `token` from `peer`.
+    pub fn local(
+        router: axum::Router,
+        peer: std::net::SocketAddr,
+        token: Option<String>,
+    ) -> Client {
+        Client {
+            settings: Settings {
+                base_url: "http://farm.local".to_owned(),
+                token,
+            },
+            transport: Transport::Local { router, peer },
+        }
     }
 
     /// The settings.
@@ -193,30 +234,68 @@ impl Client {
         &self.settings
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.settings.base_url)
-    }
-
-    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+    fn unreachable(&self, why: impl std::fmt::Display) -> ClientError {
         // reqwest's message names the URL, which holds no secret (the token goes in
         // a header).
         ClientError::Unreachable {
             base: self.settings.base_url.clone(),
-            why: e.to_string(),
+            why: why.to_string(),
         }
     }
 
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, self.url(path));
-        match &self.settings.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
+    /// Sends one request; any HTTP status is returned as it came.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<HttpResponse, ClientError> {
+        match &self.transport {
+            Transport::Http(http) => {
+                let mut r = http.request(method, format!("{}{path}", self.settings.base_url));
+                if let Some(t) = &self.settings.token {
+                    r = r.bearer_auth(t);
+                }
+                if let Some(b) = body {
+                    r = r.json(b);
+                }
+                let resp = r.send().await.map_err(|e| self.unreachable(e))?;
+                let resp: axum::http::Response<reqwest::Body> = resp.into();
+                Ok(resp.map(axum::body::Body::new))
+            }
+            Transport::Local { router, peer } => {
+                use tower::ServiceExt as _;
+                let mut b = axum::http::Request::builder().method(method).uri(path);
+                if let Some(t) = &self.settings.token {
+                    b = b.header(axum::http::header::AUTHORIZATION, format!("Bearer {t}"));
+                }
+                let payload = match body {
+                    Some(v) => {
+                        b = b.header(axum::http::header::CONTENT_TYPE, "application/json");
+                        axum::body::Body::from(v.to_string())
+                    }
+                    None => axum::body::Body::empty(),
+                };
+                let mut req = b
+                    .body(payload)
+                    .map_err(|e| ClientError::Protocol(format!("{path}: {e}")))?;
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(*peer));
+                router
+                    .clone()
+                    .oneshot(req)
+                    .await
+                    .map_err(|e| self.unreachable(e))
+            }
         }
     }
 
-    async fn error_of(resp: reqwest::Response) -> ClientError {
+    async fn error_of(resp: HttpResponse) -> ClientError {
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         match serde_json::from_str::<Value>(&text) {
             Ok(v) if v["error"]["code"].is_string() => ClientError::Api {
                 status,
@@ -234,6 +313,14 @@ impl Client {
         }
     }
 
+    async fn ok_body(&self, resp: HttpResponse) -> Result<HttpResponse, ClientError> {
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(Client::error_of(resp).await)
+        }
+    }
+
     /// Sends a request and returns the JSON body of a success.
     pub async fn json(
         &self,
@@ -241,17 +328,12 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let mut r = self.req(method, path);
-        if let Some(b) = body {
-            r = r.json(b);
-        }
-        let resp = r.send().await.map_err(|e| self.unreachable(&e))?;
-        if !resp.status().is_success() {
-            return Err(Client::error_of(resp).await);
-        }
-        resp.json()
+        let resp = self.send(method, path, body).await?;
+        let resp = self.ok_body(resp).await?;
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
-            .map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+            .map_err(|e| self.unreachable(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
     }
 
     async fn get(&self, path: &str) -> Result<Value, ClientError> {
@@ -359,21 +441,17 @@ impl Client {
     }
 
     async fn text(&self, path: &str) -> Result<LogWindow, ClientError> {
-        let resp = self
-            .req(reqwest::Method::GET, path)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if !resp.status().is_success() {
-            return Err(Client::error_of(resp).await);
-        }
+        let resp = self.send(reqwest::Method::GET, path, None).await?;
+        let resp = self.ok_body(resp).await?;
         let size = resp
             .headers()
             .get("x-log-size")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         Ok(LogWindow {
             text: String::from_utf8_lossy(&bytes).into_owned(),
             size,
@@ -412,16 +490,12 @@ impl Client {
             encode(id),
             if follow { "?follow=1" } else { "" }
         );
-        let mut resp = self
-            .req(reqwest::Method::GET, &path)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if !resp.status().is_success() {
-            return Err(Client::error_of(resp).await);
-        }
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
-            sink(&chunk);
+        use futures_util::StreamExt as _;
+        let resp = self.send(reqwest::Method::GET, &path, None).await?;
+        let resp = self.ok_body(resp).await?;
+        let mut stream = resp.into_body().into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            sink(&chunk.map_err(|e| self.unreachable(e))?);
         }
         Ok(())
     }

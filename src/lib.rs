@@ -22,6 +22,7 @@ pub mod git;
 pub mod ledger;
 pub mod logfile;
 pub mod manifest;
+pub mod mcp;
 pub mod notify;
 pub mod parsers;
 pub mod reconciler;

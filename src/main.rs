@@ -43,6 +43,12 @@ enum Command {
         /// Registry directory (default: the configured registry, directory or git).
         dir: Option<PathBuf>,
     },
+    /// Serve the farm's tools to an AI agent over MCP on stdin/stdout.
+    ///
+    /// Talks to a running farm over HTTP: CRAFTING_TABLE_BASE_URL (default
+    /// http://127.0.0.1:8810) with the bearer CRAFTING_TABLE_TOKEN or the file
+    /// CRAFTING_TABLE_TOKEN_FILE. Logs go to stderr; stdout carries the protocol only.
+    Mcp,
     /// Run a project's command on the farm; with --follow, stream its log and exit
     /// with the job's own exit code.
     ///
@@ -148,6 +154,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(),
         Command::Validate { dir } => validate(dir),
         Command::Plan { dir } => plan(dir),
+        Command::Mcp => mcp(),
         Command::Run {
             project,
             command,
@@ -186,6 +193,35 @@ fn main() -> ExitCode {
             json,
         } => client(Request::Findings { job, state, format }, json),
         Command::Cancel { job, json } => client(Request::Cancel { job }, json),
+    }
+}
+
+fn mcp() -> ExitCode {
+    let client = match crafting_table::client::Settings::from_env()
+        .and_then(crafting_table::client::Client::new)
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("crafting-table mcp: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crafting-table mcp: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(crafting_table::mcp::serve_stdio(client)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crafting-table mcp: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -99,6 +99,16 @@ pub async fn lan_only(State(state): State<AppState>, req: Request, next: Next) -
     next.run(req).await
 }
 
+/// In front of `/mcp`: the caller must hold a valid token (from an allowed address,
+/// as everywhere); the tools then call the API with it.
+pub async fn mcp_caller(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    if let Err(e) = Caller::from_request_parts(&mut parts, &state).await {
+        return e.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {

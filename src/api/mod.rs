@@ -282,7 +282,8 @@ pub fn router(state: AppState) -> Router {
                 "this route does not accept that method",
             )
         });
-    api.layer(DefaultBodyLimit::max(BODY_LIMIT))
+    let app = api
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // A bug must not reach the client as a dropped connection: answer 500 JSON.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
@@ -292,7 +293,17 @@ pub fn router(state: AppState) -> Router {
             auth::lan_only,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state.clone());
+    // MCP over Streamable HTTP: same bearer tokens and networks, and every tool call
+    // goes through the routes above as the caller.
+    let mcp = Router::new()
+        .nest_service("/mcp", crate::mcp::http_service(app.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::mcp_caller,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state, auth::lan_only));
+    mcp.merge(app)
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -10,6 +10,7 @@ mod findings;
 mod helpers;
 mod ledger;
 mod manifest;
+mod mcp;
 mod parsers;
 mod reconcile;
 mod runner;
