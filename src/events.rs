@@ -2,7 +2,7 @@
 //! committed to the ledger.
 //!
 //! The runner publishes a job's `Queued`, `Started` and `Finished`; the patch loop
-//! will publish its attempts here too. Notifications, the patch loop, log followers
+//! publishes the end of each attempt (a pull request opened, or why not). Notifications, the patch loop, log followers
 //! and tests subscribe instead of polling the ledger. A subscriber that falls more
 //! than [`CAPACITY`] events behind is told how many it missed
 //! ([`tokio::sync::broadcast::error::RecvError::Lagged`]) and should re-read the
@@ -52,15 +52,34 @@ pub enum FarmEvent {
         /// Its findings.
         findings: FindingCounts,
     },
+    /// The patch loop opened (or reused) a pull request for a finding.
+    PullRequestOpened {
+        /// The attempt.
+        attempt: i64,
+        /// Its project.
+        project: String,
+        /// The pull request's URL.
+        url: String,
+    },
+    /// A patch attempt ended without a pull request.
+    PatchEnded {
+        /// The attempt.
+        attempt: i64,
+        /// Its project.
+        project: String,
+        /// Its final status.
+        status: String,
+    },
 }
 
 impl FarmEvent {
-    /// The job the event is about.
-    pub fn job(&self) -> &Job {
+    /// The job the event is about, if it is about a job.
+    pub fn job(&self) -> Option<&Job> {
         match self {
             FarmEvent::JobQueued { job }
             | FarmEvent::JobStarted { job }
-            | FarmEvent::JobFinished { job, .. } => job,
+            | FarmEvent::JobFinished { job, .. } => Some(job),
+            FarmEvent::PullRequestOpened { .. } | FarmEvent::PatchEnded { .. } => None,
         }
     }
 }

@@ -181,6 +181,28 @@ impl Farm {
             );
         }
         crate::findings::install(&runner);
+        let patcher = match &cfg.patcher {
+            None => {
+                tracing::info!(
+                    "patch loop off: set {} to turn it on",
+                    cfg.patcher_missing.join(", ")
+                );
+                None
+            }
+            Some(pc) => {
+                let p = crate::patcher::Patcher::new(pc.clone(), runner.clone(), cfg.git_timeout())
+                    .map_err(|e| startup("patch loop", &e))?;
+                tracing::info!("{}", p.describe());
+                let swept = p.sweep().await.map_err(|e| startup("patch sweep", &e))?;
+                if swept > 0 {
+                    tracing::warn!(
+                        attempts = swept,
+                        "patch attempts left running by a previous process were ended (error)"
+                    );
+                }
+                Some(p)
+            }
+        };
 
         let listener = tokio::net::TcpListener::bind(cfg.bind)
             .await
@@ -220,6 +242,7 @@ impl Farm {
             runner: runner.clone(),
             events: events.clone(),
             digests: digests.clone(),
+            patcher: patcher.clone(),
             clock: clock.clone(),
             reconcile: trigger.clone(),
             started: Instant::now(),
@@ -277,6 +300,9 @@ impl Farm {
         }));
         tasks.push(("gc", tokio::spawn(crate::gc::run(runner.clone()))));
         tasks.push(("digest", tokio::spawn(digests.clone().run_fires())));
+        if let Some(p) = &patcher {
+            tasks.push(("patcher", tokio::spawn(p.clone().run_auto())));
+        }
         tasks.push(("mailer", tokio::spawn(digests.clone().run_sender())));
         tasks.push((
             "webhooks",

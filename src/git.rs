@@ -70,8 +70,13 @@ impl Git {
     /// A git that sends `token` as HTTP basic auth (`oauth2:<token>`), which Gitea,
     /// GitLab and GitHub accept for git over HTTPS.
     pub fn with_token(token: &str) -> Git {
+        Git::with_basic("oauth2", token)
+    }
+
+    /// A git that sends `user:password` as HTTP basic auth.
+    pub fn with_basic(user: &str, password: &str) -> Git {
         use base64::Engine as _;
-        let cred = base64::engine::general_purpose::STANDARD.encode(format!("oauth2:{token}"));
+        let cred = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         Git {
             http_header: Some(format!("Authorization: Basic {cred}")),
             ..Git::default()

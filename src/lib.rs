@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod mcp;
 pub mod notify;
 pub mod parsers;
+pub mod patcher;
 pub mod reconciler;
 pub mod registry;
 pub mod runner;

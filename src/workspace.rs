@@ -158,6 +158,28 @@ impl Workspace {
         Ok(Checkout { sha, worktree })
     }
 
+    /// Adds a worktree named `name` detached at `sha`, which the mirror already
+    /// holds (no fetch): the patch loop's scratch tree.
+    pub fn add_detached(&self, project: &str, name: &str, sha: &str) -> Result<PathBuf, GitError> {
+        let git = Git::new();
+        let mirror = self.mirror(project);
+        let worktree = self.root.join(project).join(name);
+        if worktree.exists() {
+            let _ = self.remove(&git, project, &worktree);
+        }
+        let wt = worktree.display().to_string();
+        let trees = self.trees(project);
+        let _shared = match trees.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        git.run(
+            Some(&mirror),
+            ["worktree", "add", "--detach", "--quiet", wt.as_str(), sha],
+        )?;
+        Ok(worktree)
+    }
+
     /// Removes a job's worktree (and its registration in the mirror). Never fails:
     /// problems are logged, and a directory left behind is removed by hand.
     pub fn remove_worktree(&self, project: &str, worktree: &Path) {

@@ -14,7 +14,7 @@ use super::projects::visible_project;
 use super::{ApiError, ApiJson, ApiQuery, AppState, ok};
 use crate::enqueue::{EnqueueError, JobRequest};
 use crate::events::FarmEvent;
-use crate::ledger::{Finding, Job, JobFilter, JobStatus, PatchAttempt, Trigger};
+use crate::ledger::{Finding, Job, JobFilter, JobStatus, Trigger};
 use crate::manifest::resolve::ResolveError;
 use crate::runner::CancelResult;
 
@@ -484,87 +484,6 @@ pub async fn cancel(
     }
 }
 
-/// `POST /jobs/{id}/patches`: 503 until the patch loop is configured and built.
-pub async fn patch(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    visible_job(&state, &caller, &id).await?;
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "patcher_disabled",
-        if state.config.patcher.is_some() {
-            "the patch loop is configured but not part of this build yet".to_owned()
-        } else {
-            format!(
-                "the patch loop is off: set {}",
-                state.config.patcher_missing.join(", ")
-            )
-        },
-    ))
-}
-
-/// Query of `GET /patches`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchQuery {
-    project: Option<String>,
-    status: Option<String>,
-    limit: Option<String>,
-}
-
-/// `GET /patches`.
-pub async fn list_patches(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(q): ApiQuery<PatchQuery>,
-) -> Result<impl IntoResponse, ApiError> {
-    let limit = parse_limit(q.limit.as_deref(), 50)?;
-    let c = caller.clone();
-    let patches = state
-        .db
-        .read(move |l| {
-            let visible = c.visible_projects(l)?;
-            l.list_patches(
-                visible.as_deref(),
-                q.project.as_deref(),
-                q.status.as_deref(),
-                limit,
-            )
-        })
-        .await?;
-    let list: Vec<PatchJson> = patches.iter().map(PatchJson::from).collect();
-    Ok(ok(serde_json::json!({"patches": list})))
-}
-
-/// `GET /patches/{id}`.
-pub async fn patch_detail(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let n: i64 = id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("no patch attempt `{id}`")))?;
-    let c = caller.clone();
-    let found = state
-        .db
-        .read(move |l| {
-            let Some((p, project)) = l.get_patch(n)? else {
-                return Ok(None);
-            };
-            let visible = match l.get_project(&project)? {
-                Some(pr) => c.can_see(&pr),
-                None => c.is_admin,
-            };
-            Ok(visible.then_some(p))
-        })
-        .await?;
-    let p = found.ok_or_else(|| ApiError::not_found(format!("no patch attempt `{id}`")))?;
-    Ok(ok(serde_json::json!({"attempt": PatchJson::from(&p)})))
-}
-
 /// A finding as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct FindingJson {
@@ -605,38 +524,6 @@ impl From<&Finding> for FindingJson {
             baseline_state: f.f.baseline_state.clone(),
             raw_json: f.f.raw_json.clone(),
             created_at: rfc3339(f.created_at),
-        }
-    }
-}
-
-/// A patch attempt as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct PatchJson {
-    id: i64,
-    finding_id: i64,
-    job_id: String,
-    attempt_number: i64,
-    status: String,
-    branch: Option<String>,
-    pr_url: Option<String>,
-    error: Option<String>,
-    created_at: String,
-    updated_at: String,
-}
-
-impl From<&PatchAttempt> for PatchJson {
-    fn from(p: &PatchAttempt) -> Self {
-        PatchJson {
-            id: p.id,
-            finding_id: p.finding_id,
-            job_id: p.job_id.clone(),
-            attempt_number: p.attempt_number,
-            status: p.status.clone(),
-            branch: p.branch.clone(),
-            pr_url: p.pr_url.clone(),
-            error: p.error.clone(),
-            created_at: rfc3339(p.created_at),
-            updated_at: rfc3339(p.updated_at),
         }
     }
 }

@@ -11,6 +11,7 @@ mod auth;
 mod digests;
 mod jobs;
 pub mod openapi;
+mod patches;
 mod projects;
 
 use std::net::SocketAddr;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub events: Events,
     /// The digest service (run-now, preview).
     pub digests: crate::notify::service::Digests,
+    /// The patch loop, when configured.
+    pub patcher: Option<crate::patcher::Patcher>,
     /// The farm's clock.
     pub clock: SharedClock,
     /// Asks the reconcile loop to run, and tells whether one runs.
@@ -233,6 +236,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/jobs/{id}/patches"),
     ("get", "/patches"),
     ("get", "/patches/{id}"),
+    ("post", "/patches/{id}/cancel"),
     ("get", "/registry"),
     ("post", "/registry/reconcile"),
     ("post", "/hooks/registry"),
@@ -265,9 +269,10 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/log", get(jobs::log))
         .route("/jobs/{id}/findings", get(jobs::findings))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/jobs/{id}/patches", post(jobs::patch))
-        .route("/patches", get(jobs::list_patches))
-        .route("/patches/{id}", get(jobs::patch_detail))
+        .route("/jobs/{id}/patches", post(patches::trigger))
+        .route("/patches", get(patches::list))
+        .route("/patches/{id}", get(patches::detail))
+        .route("/patches/{id}/cancel", post(patches::cancel))
         .route("/registry", get(admin::registry))
         .route("/registry/reconcile", post(admin::reconcile_now))
         .route("/hooks/registry", post(admin::webhook))

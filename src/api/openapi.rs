@@ -332,10 +332,27 @@ fn operation(method: &str, path: &str) -> Value {
             false,
         ),
         ("post", "/jobs/{id}/patches") => (
-            "Start an auto-patch attempt (503 while the patch loop is off)",
+            "Start a patch attempt for one finding of the job (503 while the patch loop is off)",
+            vec![resp(
+                "202",
+                "attempt started",
+                ok_obj(
+                    json!({"attempt": {"$ref": "#/components/schemas/PatchAttempt"}}),
+                    &["attempt"],
+                ),
+            )],
+            vec![path_param("id")],
+            Some(body(
+                json!({"type": "object", "required": ["finding_id"], "additionalProperties": false,
+                "properties": {"finding_id": {"type": "integer"}}}),
+            )),
+            false,
+        ),
+        ("post", "/patches/{id}/cancel") => (
+            "Cancel a patch attempt that has not ended",
             vec![resp(
                 "200",
-                "attempt",
+                "attempt cancelled",
                 ok_obj(
                     json!({"attempt": {"$ref": "#/components/schemas/PatchAttempt"}}),
                     &["attempt"],
@@ -563,7 +580,15 @@ pub fn document() -> Value {
                 "Token": {"type": "object", "required": ["name", "is_admin"], "properties": {
                     "name": {"type": "string"}, "is_admin": {"type": "boolean"}, "ip_cidrs": {"type": "array", "items": {"type": "string"}},
                     "created_at": {"type": "string"}, "revoked": {"type": "boolean"}, "revoked_at": {"type": "string", "nullable": true}}},
-                "PatchAttempt": {"type": "object", "properties": {"id": {"type": "integer"}, "status": {"type": "string"}}},
+                "PatchAttempt": {"type": "object", "required": ["id", "project", "status", "finding", "job_id"], "properties": {
+                    "id": {"type": "integer"}, "project": {"type": "string"},
+                    "status": {"type": "string", "enum": ["queued", "drafting", "applying", "verifying", "pushing", "pr_opened",
+                        "model_error", "apply_failed", "verify_failed", "forge_error", "cancelled", "error", "skipped"]},
+                    "reason": {"type": "string", "nullable": true}, "trigger": {"type": "string", "enum": ["auto", "manual"]},
+                    "attempt_number": {"type": "integer"}, "finding": {"type": "object"}, "job_id": {"type": "string"},
+                    "diff": {"type": "string", "nullable": true}, "explanation": {"type": "string", "nullable": true},
+                    "confidence": {"type": "number", "nullable": true}, "verify_job_id": {"type": "string", "nullable": true},
+                    "branch": {"type": "string", "nullable": true}, "pull_request": {"type": "object", "nullable": true}}},
             },
         },
     })

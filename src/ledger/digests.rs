@@ -455,9 +455,9 @@ impl Ledger {
             let mut stmt = self
                 .conn
                 .prepare(
-                    "SELECT p.id FROM patch_attempts p JOIN jobs j ON j.id = p.job_id
-                     WHERE j.project_name = ?1 AND p.status = 'pr_opened'
-                       AND p.updated_at > ?2 AND p.updated_at <= ?3 ORDER BY p.id",
+                    "SELECT id FROM patch_attempts
+                     WHERE project_name = ?1 AND status = 'pr_opened'
+                       AND finished_at > ?2 AND finished_at <= ?3 ORDER BY id",
                 )
                 .map_err(|e| self.err(e))?;
             let rows = stmt

@@ -1,4 +1,4 @@
-//! Findings and patch attempts in the ledger.
+//! Findings in the ledger.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -49,31 +49,6 @@ pub struct Finding {
     pub created_at: i64,
 }
 
-/// A patch attempt row.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct PatchAttempt {
-    /// Row id.
-    pub id: i64,
-    /// Finding it tries to fix.
-    pub finding_id: i64,
-    /// Job the finding came from.
-    pub job_id: String,
-    /// 1, 2, 3…
-    pub attempt_number: i64,
-    /// `drafting`, `apply_failed`, `verify_failed`, `pr_opened`, …
-    pub status: String,
-    /// Branch pushed.
-    pub branch: Option<String>,
-    /// Pull request URL.
-    pub pr_url: Option<String>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Created (ms).
-    pub created_at: i64,
-    /// Updated (ms).
-    pub updated_at: i64,
-}
-
 const FINDING_COLUMNS: &str =
     "id, job_id, tool, kind, severity, file, line, col, code, message, suggested_fix,
     fingerprint, location_hash, baseline_state, raw_json, created_at";
@@ -98,24 +73,6 @@ fn finding_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
             raw_json: r.get(14)?,
         },
         created_at: r.get(15)?,
-    })
-}
-
-const PATCH_COLUMNS: &str =
-    "id, finding_id, job_id, attempt_number, status, branch, pr_url, error, created_at, updated_at";
-
-fn patch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatchAttempt> {
-    Ok(PatchAttempt {
-        id: r.get(0)?,
-        finding_id: r.get(1)?,
-        job_id: r.get(2)?,
-        attempt_number: r.get(3)?,
-        status: r.get(4)?,
-        branch: r.get(5)?,
-        pr_url: r.get(6)?,
-        error: r.get(7)?,
-        created_at: r.get(8)?,
-        updated_at: r.get(9)?,
     })
 }
 
@@ -199,7 +156,20 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
-    /// The latest finished job of (project, subproject, recipe) before `job_id`.
+    /// One finding by id.
+    pub fn get_finding(&self, id: i64) -> Result<Option<Finding>, LedgerError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {FINDING_COLUMNS} FROM findings WHERE id = ?1"),
+                params![id],
+                finding_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The latest finished job of (project, subproject, recipe) before `job_id` that
+    /// counts as a baseline (the patch loop's verify jobs never do).
     pub fn previous_run(
         &self,
         project: &str,
@@ -211,50 +181,11 @@ impl Ledger {
             .query_row(
                 "SELECT id FROM jobs WHERE project_name = ?1 AND subproject = ?2 AND recipe = ?3
                    AND id != ?4 AND status IN ('succeeded', 'failed')
+                   AND trigger != 'patch_verify'
                    AND created_at <= (SELECT created_at FROM jobs WHERE id = ?4)
                  ORDER BY finished_at DESC, created_at DESC LIMIT 1",
                 params![project, subproject, recipe, before_job],
                 |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))
-    }
-
-    /// Patch attempts newest first, optionally of some projects and a status.
-    pub fn list_patches(
-        &self,
-        visible_projects: Option<&[String]>,
-        project: Option<&str>,
-        status: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<PatchAttempt>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {PATCH_COLUMNS} FROM patch_attempts p WHERE
-                   (?1 IS NULL OR (SELECT project_name FROM jobs WHERE id = p.job_id) IN (SELECT value FROM json_each(?1)))
-                   AND (?2 IS NULL OR (SELECT project_name FROM jobs WHERE id = p.job_id) = ?2)
-                   AND (?3 IS NULL OR status = ?3)
-                 ORDER BY id DESC LIMIT ?4"
-            ))
-            .map_err(|e| self.err(e))?;
-        let vis = visible_projects.map(|v| serde_json::to_string(v).unwrap_or_default());
-        let rows = stmt
-            .query_map(params![vis, project, status, limit as i64], patch_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
-    /// One patch attempt and the project of its job.
-    pub fn get_patch(&self, id: i64) -> Result<Option<(PatchAttempt, String)>, LedgerError> {
-        self.conn
-            .query_row(
-                &format!(
-                    "SELECT {PATCH_COLUMNS}, (SELECT project_name FROM jobs WHERE id = p.job_id)
-                     FROM patch_attempts p WHERE id = ?1"
-                ),
-                params![id],
-                |r| Ok((patch_from_row(r)?, r.get::<_, String>(10)?)),
             )
             .optional()
             .map_err(|e| self.err(e))

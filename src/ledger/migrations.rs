@@ -8,7 +8,7 @@
 //! Times are INTEGER milliseconds since the Unix epoch (UTC).
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = r#"
 CREATE TABLE tokens (
@@ -232,4 +232,56 @@ CREATE UNIQUE INDEX digests_one_per_day ON digests (recipient, time, zone, date)
 CREATE INDEX digests_due ON digests (status, next_attempt_at);
 CREATE INDEX digests_by_unit ON digests (recipient, time, zone, status, window_end);
 CREATE INDEX jobs_by_finish ON jobs (project_name, finished_at);
+"#;
+
+/// Patch attempts in the patch loop's shape: keyed by project and fingerprint, the
+/// finding's own fields copied in (an attempt outlives the finding row), no cascade
+/// from findings or jobs, and the `error` status. V1's table was never written.
+const V3: &str = r#"
+DROP TABLE patch_attempts;
+CREATE TABLE patch_attempts (
+    id              INTEGER PRIMARY KEY,
+    project_name    TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    attempt_number  INTEGER NOT NULL CHECK (attempt_number >= 1),
+    trigger         TEXT NOT NULL CHECK (trigger IN ('auto', 'manual')),
+    status          TEXT NOT NULL CHECK (status IN ('queued', 'drafting', 'applying', 'verifying',
+                      'pushing', 'pr_opened', 'model_error', 'apply_failed', 'verify_failed',
+                      'forge_error', 'cancelled', 'error', 'skipped')),
+    reason          TEXT,
+    job_id          TEXT NOT NULL,
+    finding_id      INTEGER,
+    subproject      TEXT NOT NULL,
+    recipe          TEXT NOT NULL,
+    command         TEXT NOT NULL DEFAULT '',
+    sha             TEXT,
+    tool            TEXT NOT NULL DEFAULT '',
+    kind            TEXT NOT NULL,
+    severity        TEXT NOT NULL DEFAULT '',
+    code            TEXT,
+    file            TEXT,
+    line            INTEGER,
+    col             INTEGER,
+    message         TEXT NOT NULL DEFAULT '',
+    suggested_fix   TEXT,
+    backend         TEXT,
+    model           TEXT,
+    prompt_chars    INTEGER,
+    diff            TEXT,
+    explanation     TEXT,
+    confidence      REAL,
+    model_reply     TEXT,
+    commit_sha      TEXT,
+    verify_job_id   TEXT,
+    branch          TEXT,
+    pr_number       INTEGER,
+    pr_url          TEXT,
+    pr_state        TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    finished_at     INTEGER,
+    UNIQUE (project_name, fingerprint, attempt_number)
+);
+CREATE INDEX patch_attempts_by_project ON patch_attempts (project_name, created_at);
+CREATE INDEX patch_attempts_by_status ON patch_attempts (status);
 "#;

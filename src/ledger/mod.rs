@@ -14,6 +14,7 @@ mod handle;
 mod jobs;
 pub mod migrations;
 mod objects;
+mod patches;
 mod schedules;
 mod tokens;
 
@@ -22,6 +23,7 @@ pub use findings::*;
 pub use handle::*;
 pub use jobs::*;
 pub use objects::*;
+pub use patches::*;
 pub use schedules::*;
 pub use tokens::*;
 

@@ -167,19 +167,38 @@ fn other_constraints_hold() {
         [],
     )
     .unwrap();
-    let patch = "INSERT INTO patch_attempts (finding_id, job_id, attempt_number, status, created_at, updated_at) VALUES (1, 'j1', 1, 'drafted', 0, 0)";
+    let patch = "INSERT INTO patch_attempts (project_name, fingerprint, attempt_number, trigger, status, job_id, finding_id, subproject, recipe, kind, created_at, updated_at) VALUES ('p', 'ffff', 1, 'manual', 'queued', 'j1', 1, '.', 'lint', 'lint', 0, 0)";
     c.execute(patch, []).unwrap();
     assert!(
         c.execute(patch, []).is_err(),
-        "duplicate (finding_id, attempt_number)"
+        "duplicate (project, fingerprint, attempt_number)"
     );
-    // Deleting an API project cascades to its jobs, findings and patch attempts.
+    assert!(
+        c.execute(
+            &patch
+                .replace("'queued'", "'drafted'")
+                .replace(", 1, 'manual'", ", 2, 'manual'"),
+            []
+        )
+        .is_err(),
+        "unknown attempt status"
+    );
+    // Deleting an API project cascades to its jobs and findings; patch attempts
+    // stay (they outlive findings and any retention).
     c.execute("DELETE FROM projects WHERE name = 'p'", [])
         .unwrap();
     let left: i64 = c
-        .query_row("SELECT (SELECT COUNT(*) FROM jobs) + (SELECT COUNT(*) FROM findings) + (SELECT COUNT(*) FROM patch_attempts)", [], |r| r.get(0))
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM jobs) + (SELECT COUNT(*) FROM findings)",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(left, 0);
+    let kept: i64 = c
+        .query_row("SELECT COUNT(*) FROM patch_attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 1);
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod ledger;
 mod manifest;
 mod mcp;
 mod parsers;
+mod patcher;
 mod reconcile;
 mod runner;
 mod scheduler;

@@ -722,11 +722,12 @@ async fn events_tell_queued_started_finished_in_order() {
     Farm::finished_event(&mut waiter, &second.id).await;
     let mut kinds = Vec::new();
     while let Ok(e) = events.try_recv() {
-        if e.job().id == second.id {
+        if e.job().is_some_and(|j| j.id == second.id) {
             kinds.push(match &*e {
                 FarmEvent::JobQueued { .. } => "queued",
                 FarmEvent::JobStarted { .. } => "started",
                 FarmEvent::JobFinished { .. } => "finished",
+                _ => "other",
             });
         }
     }
