@@ -383,3 +383,111 @@ async fn directory_registry_changes_are_applied_by_the_watcher() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_the_model_thinks_ends_the_attempt_as_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("forge");
+    std::fs::create_dir_all(root.join("team")).unwrap();
+    let work = crate::helpers::Repo::new();
+    work.write("src/app.ts", "const a = 1;\n// TODO remove this\n")
+        .commit("one");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.path.to_str().unwrap(),
+            root.join("team/demo.git").to_str().unwrap(),
+        ],
+    );
+    let gitea = crate::patcher::Gitea::start(&root);
+    // A model that accepts the connection and never answers.
+    let (model, _held) = crate::seams::silent_server();
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::write(
+        reg.join("demo.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: demo\nspec:\n  git_url: {}\n  forge: {{owner: team, repo: demo}}\n  subprojects:\n    - path: .\n      language: typescript\n      lint: {}\n      test: 'true'\n",
+            root.join("team/demo.git").display(),
+            serde_json::to_string("awk '/TODO/ { printf \"src/app.ts(%d,1): error TS9999: todo\\n\", NR }' src/app.ts; exit 1").unwrap()
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let (reg_s, gitea_url, model_url) = (
+        reg.display().to_string(),
+        gitea.url(),
+        format!("http://{model}"),
+    );
+    let env = [
+        ("CRAFTING_REGISTRY", reg_s.as_str()),
+        ("CRAFTING_GITEA_URL", gitea_url.as_str()),
+        ("CRAFTING_GITEA_TOKEN", crate::patcher::GITEA_TOKEN),
+        ("CRAFTING_CLAWDFORGE_URL", model_url.as_str()),
+        ("CRAFTING_CLAWDFORGE_TOKEN", "cf-token"),
+    ];
+    let mut farm = Farm::start(tmp.path(), &data, &env);
+    let (_, v) = call(
+        &farm,
+        "POST",
+        "/projects/demo/jobs",
+        Some(json!({"recipe": "lint"})),
+    )
+    .await;
+    let job = v["job_id"].as_str().unwrap().to_owned();
+    wait_status(&farm, &job, |s| s == "failed", Duration::from_secs(60)).await;
+    let (_, f) = call(&farm, "GET", &format!("/jobs/{job}/findings"), None).await;
+    let finding = f["findings"][0]["id"].as_i64().unwrap();
+    let (s, a) = call(
+        &farm,
+        "POST",
+        &format!("/jobs/{job}/patches"),
+        Some(json!({"finding_id": finding})),
+    )
+    .await;
+    assert_eq!(s, 202, "{a}");
+    let id = a["attempt"]["id"].as_i64().unwrap();
+    // Wait until the model call is in flight.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, p) = call(&farm, "GET", &format!("/patches/{id}"), None).await;
+        if p["attempt"]["status"] == "drafting" && !p["attempt"]["prompt_chars"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    farm.signal(libc::SIGKILL);
+
+    let farm = Farm::start(tmp.path(), &data, &env);
+    let (_, p) = call(&farm, "GET", &format!("/patches/{id}"), None).await;
+    assert_eq!(p["attempt"]["status"], "error", "{p}");
+    assert!(
+        p["attempt"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restarted during the attempt"),
+        "{p}"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(data.join("workspace/demo"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("patch-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The farm runs jobs.
+    let (_, v) = call(
+        &farm,
+        "POST",
+        "/projects/demo/jobs",
+        Some(json!({"recipe": "test"})),
+    )
+    .await;
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let done = wait_status(&farm, &id, |s| s == "succeeded", Duration::from_secs(60)).await;
+    assert_eq!(done["job"]["status"], "succeeded");
+}

@@ -18,18 +18,18 @@ use serde_json::{Value, json};
 use crate::helpers::{Repo, git};
 use crate::seams::{Client, start_with};
 
-const GITEA_TOKEN: &str = "gitea-secret-7f3a9c";
+pub const GITEA_TOKEN: &str = "gitea-secret-7f3a9c";
 const MODEL_TOKEN: &str = "model-secret-51d0e2";
 
 /// The Gitea stand-in (tests/fixtures/gitea_standin.py).
-struct Gitea {
+pub struct Gitea {
     child: std::process::Child,
     port: u16,
     root: PathBuf,
 }
 
 impl Gitea {
-    fn start(root: &Path) -> Gitea {
+    pub fn start(root: &Path) -> Gitea {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gitea_standin.py");
         let mut child = std::process::Command::new("python3")
             .arg(script)
@@ -49,7 +49,7 @@ impl Gitea {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 

@@ -73,7 +73,7 @@ impl Client {
 }
 
 /// A "git server" that accepts connections and never says a word.
-fn silent_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+pub fn silent_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let t = std::thread::spawn(move || {
