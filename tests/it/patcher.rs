@@ -499,14 +499,14 @@ async fn openai_backend_fenced_reply_and_every_failure_status() {
         "Here is the fix:\n```json\n{}\n```",
         json!({"diff": FIX_TS, "explanation": "Drop the TODO.", "confidence": 0.7})
     );
-    let reply: Reply = Arc::new(move |_| fenced.clone());
+    let fenced: Reply = Arc::new(move |_| fenced.clone());
     let pf = setup(
         Backend::OpenAi,
         &[("src/app.ts", APP_TS)],
         TODO_CHECK,
         "typescript",
         false,
-        reply,
+        reply_with(FIX_TS),
     )
     .await;
     let (job, findings) = pf.lint().await;
@@ -541,9 +541,19 @@ async fn openai_backend_fenced_reply_and_every_failure_status() {
         "{a}"
     );
 
+    // A reply wrapped in a fenced block is accepted: the third attempt opens a PR.
+    set(fenced);
+    let (s, a) = pf.patch(&job, finding).await;
+    assert_eq!(s, 202, "third attempt: {a}");
+    assert_eq!(a["attempt"]["status"], "pr_opened", "{a}");
+    assert_eq!(a["attempt"]["backend"], "openai");
+    assert_eq!(a["attempt"]["model"], "coder-7b");
+    assert_eq!(a["attempt"]["explanation"], "Drop the TODO.");
+    assert_eq!(
+        pf.model.seen.lock().unwrap().auth[0],
+        format!("Bearer {MODEL_TOKEN}")
+    );
     // The finding had its three attempts: the fourth is 409, listing them.
-    let (s, v) = pf.patch(&job, finding).await;
-    assert_eq!(s, 202, "third attempt: {v}");
     let (s, v) = pf.patch(&job, finding).await;
     assert_eq!(s, 409, "{v}");
     assert!(
