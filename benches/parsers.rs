@@ -83,6 +83,7 @@ fn main() {
         exit_code: Some(1),
         timed_out: false,
         log: &report,
+        tracked: None,
     });
     let ours = t.elapsed().as_secs_f64();
     println!(

@@ -176,6 +176,28 @@ pub fn prepare(raw: Vec<RawFinding>, worktree: Option<&Path>, subproject: &str) 
         .collect()
 }
 
+/// The files tracked at the worktree's commit (`git ls-files`), for the generic
+/// line parser.
+pub fn tracked_files(worktree: &Path, subproject: &str) -> Option<parsers::lines::Tracked> {
+    let out = crate::git::Git::new()
+        .run(Some(worktree), ["ls-files", "-z"])
+        .ok()?;
+    let files = out
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    Some(parsers::lines::Tracked {
+        files,
+        worktree: worktree
+            .display()
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned(),
+        subproject: subproject.to_owned(),
+    })
+}
+
 /// Processes one finished job: parse, prepare, compare, store.
 pub fn process_job(
     db: &Db,
@@ -190,12 +212,14 @@ pub fn process_job(
     let bytes = std::fs::read(log_path).map_err(|e| format!("cannot read log: {e}"))?;
     let log = String::from_utf8_lossy(&bytes);
     let language = job.recipe_snapshot["language"].as_str();
+    let tracked = worktree.and_then(|w| tracked_files(w, &job.subproject));
     let parsed = parsers::parse(&parsers::Input {
         language,
         recipe: &job.recipe,
         exit_code: job.exit_code,
         timed_out: job.status == JobStatus::TimedOut,
         log: &log,
+        tracked: tracked.as_ref(),
     });
     if parsed.skipped > 0 {
         tracing::info!(job = %job.id, skipped = parsed.skipped, "unreadable tool records skipped");

@@ -18,6 +18,7 @@ pub mod generic;
 pub mod go_vet;
 pub mod govulncheck;
 pub mod json_scan;
+pub mod lines;
 pub mod mypy;
 pub mod pip_audit;
 pub mod pytest;
@@ -58,6 +59,9 @@ pub struct Parsed {
     pub findings: Vec<RawFinding>,
     /// Records that looked like the tool's but could not be read.
     pub skipped: usize,
+    /// Whether a specific parser recognised the log as its tool's output (a clean
+    /// report included): the generic line parser then stays out.
+    pub claimed: bool,
 }
 
 /// What a parser gets.
@@ -73,6 +77,9 @@ pub struct Input<'a> {
     pub timed_out: bool,
     /// The log text.
     pub log: &'a str,
+    /// The files of the job's commit, for the generic line parser (which reports
+    /// nothing without them).
+    pub tracked: Option<&'a lines::Tracked>,
 }
 
 /// Languages whose parsers exist; any other language (or none) tries them all, each
@@ -104,6 +111,14 @@ pub fn parse(input: &Input<'_>) -> Parsed {
     });
     let mut govuln: Vec<&serde_json::Value> = Vec::new();
     let mut found = Parsed::default();
+    let known = |v: &serde_json::Value| {
+        sarif::is_log(v)
+            || (rust && cargo_audit::is_report(v))
+            || (python && (pip_audit::is_report(v) || mypy::is_record(v) || ruff::is_report(v)))
+            || (ts && eslint::is_report(v))
+            || (go && (govulncheck::is_message(v) || go_vet::is_report(v)))
+    };
+    let mut claimed = values.iter().any(known);
     for v in &values {
         if sarif::is_log(v) {
             sarif::from_log(v, &mut found);
@@ -137,10 +152,33 @@ pub fn parse(input: &Input<'_>) -> Parsed {
     if ts {
         out.merge(tsc::parse(text_log));
     }
+    claimed |= !out.findings.is_empty() || text_claims(text_log, rust, python, ts);
+    if !claimed && let Some(tracked) = input.tracked {
+        out.merge(lines::parse(text_log, tracked));
+    }
+    out.claimed = claimed;
     if out.findings.is_empty() {
         out.findings.extend(generic::parse(input));
     }
     out
+}
+
+/// Whether a text format's own summary is in the log (a clean run of its tool).
+fn text_claims(log: &str, rust: bool, python: bool, ts: bool) -> bool {
+    log.lines().any(|raw| {
+        let l = clean_line(raw);
+        let l = l.trim();
+        (rust
+            && (l.starts_with("test result: ")
+                || l.contains("\"reason\":\"compiler-message\"")
+                || l.contains("\"reason\":\"build-finished\"")))
+            || (python
+                && l.starts_with('=')
+                && l.ends_with('=')
+                && (l.contains(" passed") || l.contains(" failed") || l.contains("no tests ran"))
+                && l.contains(" in "))
+            || (ts && l.starts_with("Found ") && (l.contains(" error") || l.contains(" errors")))
+    })
 }
 
 impl Parsed {

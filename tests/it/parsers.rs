@@ -21,6 +21,7 @@ fn run(log: &str, language: &str, recipe: &str, exit: i64) -> Vec<RawFinding> {
         exit_code: Some(exit),
         timed_out: false,
         log,
+        tracked: None,
     })
     .findings
 }
@@ -260,6 +261,7 @@ fn generic_fallback_only_when_nothing_fired() {
         exit_code: None,
         timed_out: true,
         log: "",
+        tracked: None,
     })
     .findings;
     assert_eq!(timed[0].code.as_deref(), Some("timeout"));
@@ -384,4 +386,58 @@ fn edge_cases_from_real_projects() {
     // eslint output glued to the farm's next line still parses.
     let log = "[{\"filePath\":\"/w/a.js\",\"messages\":[{\"ruleId\":\"semi\",\"severity\":1,\"message\":\"Missing semicolon.\",\"line\":1,\"column\":9}],\"errorCount\":0,\"warningCount\":1}]\n[crafting-table] exit 1 after 0.4s\n";
     assert_eq!(run(log, "javascript", "lint", 1).len(), 1);
+}
+
+/// Every tracked path a log could name: the files its findings name and more.
+fn tracking_everything(findings: &[RawFinding]) -> crafting_table::parsers::lines::Tracked {
+    let mut files: std::collections::HashSet<String> =
+        findings.iter().filter_map(|f| f.file.clone()).collect();
+    files.extend(
+        [
+            "src/lib.rs",
+            "src/main.rs",
+            "app.py",
+            "main.go",
+            "README.md",
+        ]
+        .map(String::from),
+    );
+    crafting_table::parsers::lines::Tracked {
+        files,
+        worktree: "/tmp/crafting-table-fixtures".into(),
+        subproject: ".".into(),
+    }
+}
+
+#[test]
+fn the_generic_line_parser_adds_nothing_to_claimed_logs() {
+    for (file, lang, recipe, exit) in CASES {
+        let log = capture(file);
+        let before = run(&log, lang, recipe, *exit);
+        let tracked = tracking_everything(&before);
+        let after = parse(&Input {
+            language: Some(lang),
+            recipe,
+            exit_code: Some(*exit),
+            timed_out: false,
+            log: &log,
+            tracked: Some(&tracked),
+        });
+        assert!(after.claimed, "{file} is claimed by its parser");
+        assert_eq!(after.findings, before, "{file}");
+    }
+    // Noise with colons and numbers, even naming tracked files, gives nothing but
+    // the failed command.
+    let tracked = tracking_everything(&[]);
+    let noise = "12:30:01 INFO starting\nREADME.md:is fine: 3 times\nsrc/lib.rs: 44 bytes\nsee https://example.com:8080/x:1:2: here\n";
+    let got = parse(&Input {
+        language: Some("c"),
+        recipe: "build",
+        exit_code: Some(2),
+        timed_out: false,
+        log: noise,
+        tracked: Some(&tracked),
+    });
+    assert_eq!(got.findings.len(), 1, "{:?}", got.findings);
+    assert_eq!(got.findings[0].kind, "recipe_fail");
 }
