@@ -219,17 +219,20 @@ pub fn parse(log: &str, tracked: &Tracked) -> Parsed {
     let mut seen = HashSet::new();
     for raw in log.lines() {
         let line = clean_line(raw);
-        let Some(f) = msbuild(&line, tracked).or_else(|| universal(&line, tracked)) else {
-            continue;
-        };
-        // MSBuild prints each diagnostic twice (as it happens and in the summary).
-        if seen.insert((
-            f.file.clone(),
-            f.line,
-            f.col,
-            f.code.clone(),
-            f.message.clone(),
-        )) {
+        if let Some(f) = msbuild(&line, tracked) {
+            // MSBuild prints each diagnostic twice (as it happens and in the summary).
+            let key = (
+                f.file.clone(),
+                f.line,
+                f.col,
+                f.code.clone(),
+                f.message.clone(),
+            );
+            if seen.insert(key) {
+                out.findings.push(f);
+            }
+        } else if let Some(f) = universal(&line, tracked) {
+            // Two findings on one line may print alike (javac has no columns).
             out.findings.push(f);
         }
     }

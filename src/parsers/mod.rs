@@ -24,6 +24,7 @@ pub mod pip_audit;
 pub mod pytest;
 pub mod ruff;
 pub mod sarif;
+pub mod toolchains;
 pub mod tsc;
 
 /// A finding as a parser sees it, before paths are normalised and fingerprints are
@@ -117,6 +118,9 @@ pub fn parse(input: &Input<'_>) -> Parsed {
             || (python && (pip_audit::is_report(v) || mypy::is_record(v) || ruff::is_report(v)))
             || (ts && eslint::is_report(v))
             || (go && (govulncheck::is_message(v) || go_vet::is_report(v)))
+            || toolchains::is_shellcheck(v)
+            || toolchains::is_rubocop(v)
+            || (go && toolchains::is_staticcheck(v))
     };
     let mut claimed = values.iter().any(known);
     for v in &values {
@@ -136,6 +140,12 @@ pub fn parse(input: &Input<'_>) -> Parsed {
             govuln.push(v);
         } else if go && go_vet::is_report(v) {
             go_vet::from_report(v, &mut found);
+        } else if toolchains::is_shellcheck(v) {
+            toolchains::from_shellcheck(v, &mut found);
+        } else if toolchains::is_rubocop(v) {
+            toolchains::from_rubocop(v, &mut found);
+        } else if go && toolchains::is_staticcheck(v) {
+            toolchains::from_staticcheck(v, &mut found);
         }
     }
     if !govuln.is_empty() {

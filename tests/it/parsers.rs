@@ -441,3 +441,95 @@ fn the_generic_line_parser_adds_nothing_to_claimed_logs() {
     assert_eq!(got.findings.len(), 1, "{:?}", got.findings);
     assert_eq!(got.findings[0].kind, "recipe_fail");
 }
+
+/// The tracked set a job of this capture would have: every path its lines name
+/// with a source extension (the parser's own filter is tested on noise above).
+fn tracked_of(log: &str, worktree: &str) -> crafting_table::parsers::lines::Tracked {
+    let exts = [".c", ".go", ".java", ".kt", ".sh", ".init", ".rb", ".cs"];
+    let mut files = std::collections::HashSet::new();
+    for line in log.lines() {
+        if let Some((path, _)) = line.split_once(':') {
+            let p = path.trim_start_matches("./");
+            if !p.contains(' ') && !p.is_empty() && !p.starts_with('/') {
+                files.insert(p.to_owned());
+            }
+        }
+    }
+    let _ = exts;
+    crafting_table::parsers::lines::Tracked {
+        files,
+        worktree: worktree.into(),
+        subproject: ".".into(),
+    }
+}
+
+/// (capture, language, exit code, the tool's own count): the toolchains of the
+/// image, captured on Debian-shipped code (tests/fixtures/captures/TOOLCHAINS.md).
+const TOOLCHAIN_CASES: &[(&str, &str, i64, usize)] = &[
+    ("shellcheck-json1.log", "shell", 1, 51),
+    ("shellcheck-gcc.log", "shell", 1, 51),
+    ("rubocop.log", "ruby", 1, 44),
+    ("gcc.log", "c", 0, 26),
+    ("clang.log", "c", 0, 15),
+    ("go-vet-plain.log", "go", 1, 28),
+    ("go-vet-plain-sftp.log", "go", 1, 4),
+    ("staticcheck.log", "go", 1, 22),
+    ("javac.log", "java", 0, 66),
+    ("kotlinc.log", "kotlin", 0, 11),
+];
+
+#[test]
+fn every_toolchain_of_the_image_gives_its_own_count() {
+    for (file, lang, exit, count) in TOOLCHAIN_CASES {
+        let log = capture(file);
+        let tracked = tracked_of(&log, "/tmp/fx");
+        let parsed = parse(&Input {
+            language: Some(lang),
+            recipe: "lint",
+            exit_code: Some(*exit),
+            timed_out: false,
+            log: &log,
+            tracked: Some(&tracked),
+        });
+        let findings: Vec<&RawFinding> = parsed
+            .findings
+            .iter()
+            .filter(|f| f.kind != "recipe_fail")
+            .collect();
+        assert_eq!(
+            findings.len(),
+            *count,
+            "{file}: {}",
+            render(&parsed.findings)
+        );
+        insta::assert_snapshot!(
+            format!("toolchain_{}", file.replace(['.', '-'], "_")),
+            render(&parsed.findings)
+        );
+    }
+    // The same shell scripts in both formats give the same findings (places and codes).
+    let key = |f: &RawFinding| (f.file.clone(), f.line, f.col, f.code.clone());
+    let json = parse(&Input {
+        language: Some("shell"),
+        recipe: "lint",
+        exit_code: Some(1),
+        timed_out: false,
+        log: &capture("shellcheck-json1.log"),
+        tracked: None,
+    });
+    let gcc_log = capture("shellcheck-gcc.log");
+    let tracked = tracked_of(&gcc_log, "/tmp/fx/shell");
+    let gcc = parse(&Input {
+        language: Some("shell"),
+        recipe: "lint",
+        exit_code: Some(1),
+        timed_out: false,
+        log: &gcc_log,
+        tracked: Some(&tracked),
+    });
+    let mut a: Vec<_> = json.findings.iter().map(key).collect();
+    let mut b: Vec<_> = gcc.findings.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
