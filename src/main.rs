@@ -43,6 +43,15 @@ enum Command {
         /// Registry directory (default: the configured registry, directory or git).
         dir: Option<PathBuf>,
     },
+    /// Write a consistent copy of the ledger to PATH while `serve` runs.
+    ///
+    /// Uses SQLite's online copy (`VACUUM INTO`): the farm keeps running and writing.
+    /// PATH must not exist. Restore by stopping the farm and putting the copy in
+    /// place of `$CRAFTING_DATA_DIR/ledger.sqlite3` (see the README, Operations).
+    Backup {
+        /// Where to write the copy.
+        path: PathBuf,
+    },
     /// Serve the farm's tools to an AI agent over MCP on stdin/stdout.
     ///
     /// Talks to a running farm over HTTP: CRAFTING_TABLE_BASE_URL (default
@@ -155,6 +164,7 @@ fn main() -> ExitCode {
         Command::Validate { dir } => validate(dir),
         Command::Plan { dir } => plan(dir),
         Command::Mcp => mcp(),
+        Command::Backup { path } => backup(&path),
         Command::Run {
             project,
             command,
@@ -193,6 +203,28 @@ fn main() -> ExitCode {
             json,
         } => client(Request::Findings { job, state, format }, json),
         Command::Cancel { job, json } => client(Request::Cancel { job }, json),
+    }
+}
+
+fn backup(dest: &std::path::Path) -> ExitCode {
+    let cfg = match load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let source = cfg.ledger_path();
+    if !source.exists() {
+        eprintln!("crafting-table: no ledger at {}", source.display());
+        return ExitCode::from(1);
+    }
+    match Ledger::open_read_only(&source).and_then(|l| l.backup_to(dest)) {
+        Ok(()) => {
+            println!("ledger {} copied to {}", source.display(), dest.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crafting-table: backup failed: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -239,6 +239,26 @@ impl Ledger {
         Ok(n == 1)
     }
 
+    /// Writes a consistent copy of the ledger to `dest` (SQLite's `VACUUM INTO`: one
+    /// read transaction, so a running farm keeps writing meanwhile). `dest` must not
+    /// exist.
+    pub fn backup_to(&self, dest: &Path) -> Result<(), LedgerError> {
+        if dest.exists() {
+            return Err(LedgerError::Io {
+                path: dest.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the backup file exists; choose a new name",
+                ),
+            });
+        }
+        let target = dest.display().to_string();
+        self.conn
+            .execute("VACUUM INTO ?1", params![target])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// The names of the tables in the ledger (for diagnostics and tests).
     pub fn table_names(&self) -> Result<Vec<String>, LedgerError> {
         let mut stmt = self

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crafting_table::farm::{Farm, FarmOptions};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::Repo;
 use crate::seams::{Client, start_with};
@@ -185,4 +185,47 @@ async fn a_bad_token_or_a_missing_farm_is_exit_125_with_a_message() {
         String::from_utf8_lossy(&out.stderr)
             .contains("cannot reach the farm at http://127.0.0.1:9")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_the_farm_runs() {
+    let s = setup().await;
+    let (_, v) = s
+        .api
+        .call(
+            "POST",
+            "/projects/app/jobs",
+            Some(json!({"recipe": "test"})),
+        )
+        .await;
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let data = s.farm.config.data_dir.clone();
+    let dest = s._tmp.path().join("backup.sqlite3");
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_crafting-table"))
+            .arg("backup")
+            .arg(&dest)
+            .env("CRAFTING_DATA_DIR", &data)
+            .env_remove("CRAFTING_CONFIG")
+            .output()
+    };
+    let out = run().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let copy = crafting_table::ledger::Ledger::open_read_only(&dest).unwrap();
+    assert_eq!(copy.integrity_check().unwrap(), Ok(()));
+    assert!(
+        copy.get_job(&id).unwrap().is_some(),
+        "the copy holds the job"
+    );
+    // The farm kept running: it still answers and runs jobs.
+    let (s2, _) = s.api.call("GET", &format!("/jobs/{id}"), None).await;
+    assert_eq!(s2, 200);
+    // A second backup never overwrites the first.
+    let out = run().await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exists"),
+        "{out:?}"
+    );
+    s.farm.stop("test over").await;
 }
