@@ -29,6 +29,8 @@ const KEYS: &[&str] = &[
     "lan_cidrs",
     "workers",
     "log_cap_bytes",
+    "retain_days",
+    "retain_runs",
     "smtp_host",
     "smtp_port",
     "smtp_user",
@@ -176,6 +178,10 @@ pub struct Config {
     pub workers: usize,
     /// Largest job log kept, in bytes; the rest is cut with a marker line.
     pub log_cap_bytes: u64,
+    /// Runs older than this many days lose their log and findings (see retention).
+    pub retain_days: u64,
+    /// Runs beyond the latest this many of their command lose their log and findings.
+    pub retain_runs: u64,
     /// Digest delivery, when configured.
     pub smtp: Option<SmtpConfig>,
     /// Default digest time (`HH:MM`) of projects' own `notify` blocks.
@@ -413,6 +419,8 @@ impl Config {
             Ok(n)
         })?;
         let log_cap_bytes = src.parsed("log_cap_bytes", 64 * 1024 * 1024, positive)?;
+        let retain_days = src.parsed("retain_days", 90u64, positive)?;
+        let retain_runs = src.parsed("retain_runs", 100u64, positive)?;
 
         let smtp_tls = src.parsed("smtp_tls", SmtpTls::None, parse_tls)?;
         let smtp_port = src.parsed(
@@ -539,6 +547,8 @@ impl Config {
             lan_cidrs,
             workers,
             log_cap_bytes,
+            retain_days,
+            retain_runs,
             smtp,
             digest_time,
             digest_timezone,

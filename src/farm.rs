@@ -298,7 +298,16 @@ impl Farm {
                 }
             })
         }));
-        tasks.push(("gc", tokio::spawn(crate::gc::run(runner.clone()))));
+        tasks.push((
+            "gc",
+            tokio::spawn(crate::gc::run(
+                runner.clone(),
+                crate::gc::Retention {
+                    days: config.retain_days,
+                    runs: config.retain_runs,
+                },
+            )),
+        ));
         tasks.push(("digest", tokio::spawn(digests.clone().run_fires())));
         if let Some(p) = &patcher {
             tasks.push(("patcher", tokio::spawn(p.clone().run_auto())));

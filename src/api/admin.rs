@@ -75,6 +75,20 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             s.as_str()
         );
     }
+    let logs_dir = state.config.logs_dir();
+    let log_bytes = tokio::task::spawn_blocking(move || crate::gc::dir_bytes(&logs_dir))
+        .await
+        .unwrap_or(0);
+    let findings_rows = state.db.read(|l| l.findings_rows()).await?;
+    let _ = writeln!(out, "# HELP crafting_log_bytes Bytes of job logs on disk.");
+    let _ = writeln!(out, "# TYPE crafting_log_bytes gauge");
+    let _ = writeln!(out, "crafting_log_bytes {log_bytes}");
+    let _ = writeln!(
+        out,
+        "# HELP crafting_findings_rows Findings stored in the ledger."
+    );
+    let _ = writeln!(out, "# TYPE crafting_findings_rows gauge");
+    let _ = writeln!(out, "crafting_findings_rows {findings_rows}");
     let m = &state.metrics;
     let _ = writeln!(
         out,
@@ -366,4 +380,35 @@ pub async fn webhook(
         StatusCode::ACCEPTED,
         ok(serde_json::json!({"reconcile": true})),
     ))
+}
+
+/// Body of `POST /admin/gc`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcBody {
+    /// Show what would be pruned, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /admin/gc`: applies (or, with `dry_run`, shows) retention now.
+pub async fn gc(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(body): ApiJson<GcBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let retention = crate::gc::Retention {
+        days: state.config.retain_days,
+        runs: state.config.retain_runs,
+    };
+    let report = crate::gc::prune(&state.runner, retention, body.dry_run).await?;
+    Ok(ok(serde_json::json!({
+        "dry_run": report.dry_run,
+        "pruned": report.pruned,
+        "log_bytes": report.log_bytes,
+        "kept_changed": report.kept_changed,
+        "kept_for_patches": report.kept_for_patches,
+        "retain_days": retention.days,
+        "retain_runs": retention.runs,
+    })))
 }

@@ -243,6 +243,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/digests"),
     ("get", "/digests/{date}"),
     ("post", "/admin/digest/run-now"),
+    ("post", "/admin/gc"),
 ];
 
 /// The router with every route, the LAN check, the body limit and JSON fallbacks.
@@ -279,6 +280,7 @@ pub fn router(state: AppState) -> Router {
         .route("/digests", get(digests::list))
         .route("/digests/{date}", get(digests::preview))
         .route("/admin/digest/run-now", post(digests::run_now))
+        .route("/admin/gc", post(admin::gc))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

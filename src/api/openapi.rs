@@ -493,6 +493,24 @@ fn operation(method: &str, path: &str) -> Value {
             )),
             false,
         ),
+        ("post", "/admin/gc") => (
+            "Apply retention now, or with dry_run show what it would prune (admin)",
+            vec![resp(
+                "200",
+                "what was (or would be) pruned",
+                ok_obj(
+                    json!({"dry_run": {"type": "boolean"}, "pruned": {"type": "array", "items": {"type": "string"}},
+                        "log_bytes": {"type": "integer"}, "kept_changed": {"type": "integer"},
+                        "kept_for_patches": {"type": "integer"}, "retain_days": {"type": "integer"}, "retain_runs": {"type": "integer"}}),
+                    &["dry_run", "pruned"],
+                ),
+            )],
+            vec![],
+            Some(body(
+                json!({"type": "object", "additionalProperties": false, "properties": {"dry_run": {"type": "boolean"}}}),
+            )),
+            false,
+        ),
         _ => ("", vec![], vec![], None, false),
     };
     responses.push(("default".into(), err_ref()));

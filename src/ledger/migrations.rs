@@ -8,7 +8,7 @@
 //! Times are INTEGER milliseconds since the Unix epoch (UTC).
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 const V1: &str = r#"
 CREATE TABLE tokens (
@@ -284,4 +284,11 @@ CREATE TABLE patch_attempts (
 );
 CREATE INDEX patch_attempts_by_project ON patch_attempts (project_name, created_at);
 CREATE INDEX patch_attempts_by_status ON patch_attempts (status);
+"#;
+
+/// Retention: a pruned run keeps its job row (history counts stay) but loses its
+/// log and findings; `pruned_at` says when.
+const V4: &str = r#"
+ALTER TABLE jobs ADD COLUMN pruned_at INTEGER;
+CREATE INDEX jobs_by_command ON jobs (project_name, subproject, recipe, finished_at);
 "#;

@@ -15,6 +15,7 @@ mod jobs;
 pub mod migrations;
 mod objects;
 mod patches;
+mod retention;
 mod schedules;
 mod tokens;
 
@@ -24,6 +25,7 @@ pub use handle::*;
 pub use jobs::*;
 pub use objects::*;
 pub use patches::*;
+pub use retention::*;
 pub use schedules::*;
 pub use tokens::*;
 

@@ -229,3 +229,132 @@ async fn backup_while_the_farm_runs() {
     );
     s.farm.stop("test over").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_latest_runs_and_every_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new();
+    repo.write("notes.txt", "TODO one\n").commit("one");
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::write(
+        reg.join("app.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      language: typescript\n      lint: {}\n",
+            repo.path.display(),
+            serde_json::to_string("awk '/TODO/ { printf \"src/a.ts(%d,1): error TS9999: %s\\n\", NR, $0 }' notes.txt; exit 1").unwrap()
+        ),
+    )
+    .unwrap();
+    let farm = start_with(
+        &tmp.path().join("data"),
+        &[
+            ("CRAFTING_REGISTRY", reg.display().to_string()),
+            ("CRAFTING_RETAIN_RUNS", "3".into()),
+        ],
+        FarmOptions {
+            kill_grace: Duration::from_secs(2),
+            ..FarmOptions::default()
+        },
+    )
+    .await;
+    farm.reconcile.run_now().await.unwrap();
+    let api = Client::of(&farm);
+    let mut ids = Vec::new();
+    for run in 1..=10 {
+        // The findings change at runs 1 (all new), 5 (one more) and 7 (one fixed).
+        match run {
+            5 => {
+                repo.write("notes.txt", "TODO one\nTODO two\n")
+                    .commit("two");
+            }
+            7 => {
+                repo.write("notes.txt", "TODO two\n").commit("fixed one");
+            }
+            _ => {}
+        }
+        let mut events = farm.events.subscribe();
+        let (_, v) = api
+            .call(
+                "POST",
+                "/projects/app/jobs",
+                Some(json!({"recipe": "lint"})),
+            )
+            .await;
+        let id = v["job_id"].as_str().unwrap().to_owned();
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(60), events.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if matches!(&*e, crafting_table::events::FarmEvent::JobFinished { job, .. } if job.id == id)
+            {
+                break;
+            }
+        }
+        ids.push(id);
+    }
+    let kept_expected: Vec<&String> = [0usize, 4, 6, 7, 8, 9].iter().map(|i| &ids[*i]).collect();
+    let (s, dry) = api
+        .call("POST", "/admin/gc", Some(json!({"dry_run": true})))
+        .await;
+    assert_eq!(s, 200, "{dry}");
+    let pruned: Vec<String> = serde_json::from_value(dry["pruned"].clone()).unwrap();
+    let mut want: Vec<String> = ids
+        .iter()
+        .filter(|i| !kept_expected.contains(i))
+        .cloned()
+        .collect();
+    let mut got = pruned.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "{dry}");
+    assert_eq!(dry["kept_changed"], 3, "{dry}");
+    // A dry run changed nothing.
+    let logs = farm.config.logs_dir();
+    assert!(ids.iter().all(|i| logs.join(format!("{i}.log")).exists()));
+
+    let (_, done) = api.call("POST", "/admin/gc", Some(json!({}))).await;
+    assert_eq!(done["pruned"].as_array().unwrap().len(), 4, "{done}");
+    for id in &ids {
+        let exists = logs.join(format!("{id}.log")).exists();
+        let (_, f) = api.call("GET", &format!("/jobs/{id}/findings"), None).await;
+        let n = f["findings"].as_array().unwrap().len();
+        let (s, _) = api.call("GET", &format!("/jobs/{id}"), None).await;
+        assert_eq!(s, 200, "the job row stays");
+        if kept_expected.contains(&id) {
+            assert!(exists && n > 0, "{id} kept");
+        } else {
+            assert!(!exists && n == 0, "{id} pruned");
+        }
+    }
+    // /metrics counts what is on disk.
+    let metrics = reqwest::get(format!("http://{}/metrics", farm.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let on_disk: u64 = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(
+        metrics.contains(&format!("crafting_log_bytes {on_disk}\n")),
+        "{metrics}"
+    );
+    let rows: usize = {
+        let mut n = 0;
+        for id in &ids {
+            let (_, f) = api.call("GET", &format!("/jobs/{id}/findings"), None).await;
+            n += f["findings"].as_array().unwrap().len();
+        }
+        n
+    };
+    assert!(
+        metrics.contains(&format!("crafting_findings_rows {rows}\n")),
+        "{metrics}"
+    );
+    farm.stop("test over").await;
+}
