@@ -87,6 +87,7 @@ fn main() {
             log_cap: 1 << 20,
             kill_grace: Duration::from_secs(10),
             registry_base: reg,
+            sandbox: Default::default(),
         },
         db.clone(),
         Workspace::new(tmp.path().join("data/workspace")),

@@ -29,6 +29,9 @@ const KEYS: &[&str] = &[
     "lan_cidrs",
     "workers",
     "log_cap_bytes",
+    "sandbox",
+    "sandbox_writable",
+    "sandbox_pass_env",
     "retain_days",
     "retain_runs",
     "smtp_host",
@@ -178,6 +181,13 @@ pub struct Config {
     pub workers: usize,
     /// Largest job log kept, in bytes; the rest is cut with a marker line.
     pub log_cap_bytes: u64,
+    /// `none`, `bwrap` (use it when it works here) or `required` (refuse to start
+    /// without it).
+    pub sandbox: String,
+    /// Extra writable paths inside the sandbox.
+    pub sandbox_writable: Vec<PathBuf>,
+    /// Names of environment variables passed into the sandbox.
+    pub sandbox_pass_env: Vec<String>,
     /// Runs older than this many days lose their log and findings (see retention).
     pub retain_days: u64,
     /// Runs beyond the latest this many of their command lose their log and findings.
@@ -419,6 +429,25 @@ impl Config {
             Ok(n)
         })?;
         let log_cap_bytes = src.parsed("log_cap_bytes", 64 * 1024 * 1024, positive)?;
+        let sandbox = src.parsed("sandbox", "none".to_owned(), |s| match s {
+            "none" | "bwrap" | "required" => Ok(s.to_owned()),
+            _ => Err("is not one of none, bwrap, required".to_owned()),
+        })?;
+        let list = |s: &str| -> Vec<String> {
+            s.split([',', ':'])
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let sandbox_writable = src.parsed("sandbox_writable", Vec::new(), |s| {
+            let paths: Vec<PathBuf> = list(s).into_iter().map(PathBuf::from).collect();
+            match paths.iter().find(|p| !p.is_absolute()) {
+                Some(p) => Err(format!("`{}` is not an absolute path", p.display())),
+                None => Ok(paths),
+            }
+        })?;
+        let sandbox_pass_env = src.parsed("sandbox_pass_env", Vec::new(), |s| Ok(list(s)))?;
         let retain_days = src.parsed("retain_days", 90u64, positive)?;
         let retain_runs = src.parsed("retain_runs", 100u64, positive)?;
 
@@ -547,6 +576,9 @@ impl Config {
             lan_cidrs,
             workers,
             log_cap_bytes,
+            sandbox,
+            sandbox_writable,
+            sandbox_pass_env,
             retain_days,
             retain_runs,
             smtp,

@@ -156,6 +156,38 @@ impl Farm {
             RegistrySource::Git(_) => None,
         };
 
+        let sandbox = match cfg.sandbox.as_str() {
+            "none" => {
+                tracing::info!(
+                    "job sandbox off (CRAFTING_SANDBOX=none): commands run as the farm's user and see what it sees"
+                );
+                crate::runner::sandbox::Mode::None
+            }
+            wanted => match crate::runner::sandbox::probe() {
+                Ok(()) => {
+                    let mut hide_dirs = vec![cfg.data_dir.clone()];
+                    if !cfg.workspace_dir.starts_with(&cfg.data_dir) {
+                        hide_dirs.push(cfg.workspace_dir.clone());
+                    }
+                    tracing::info!(
+                        "job sandbox on: bwrap, own PID and IPC namespaces, the data directory hidden, a built environment"
+                    );
+                    crate::runner::sandbox::Mode::Bwrap(crate::runner::sandbox::Settings {
+                        hide_dirs,
+                        hide_files: cfg.config_file.iter().map(|p| absolute(p)).collect(),
+                        writable: cfg.sandbox_writable.clone(),
+                        pass_env: cfg.sandbox_pass_env.clone(),
+                    })
+                }
+                Err(why) if wanted == "required" => {
+                    return Err(startup("job sandbox (CRAFTING_SANDBOX=required)", &why));
+                }
+                Err(why) => {
+                    tracing::warn!("job sandbox unavailable, commands run unsandboxed: {why}");
+                    crate::runner::sandbox::Mode::None
+                }
+            },
+        };
         let events = Events::new();
         let runner = Runner::new(
             RunnerConfig {
@@ -164,6 +196,7 @@ impl Farm {
                 log_cap: cfg.log_cap_bytes,
                 kill_grace: opts.kill_grace,
                 registry_base,
+                sandbox,
             },
             db.clone(),
             Workspace::new(cfg.workspace_dir.clone()).with_fetch_timeout(cfg.git_timeout()),

@@ -35,6 +35,13 @@ pub struct Resolved {
     pub extends: Vec<String>,
     /// Where the command itself came from: `subproject` or `recipe:<name>`.
     pub command_from: String,
+    /// Whether the command may use the network in the job sandbox.
+    #[serde(default = "yes")]
+    pub network: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Why a command could not be resolved; the message lists what would have worked.
@@ -173,6 +180,10 @@ pub fn resolve(
         .timeout_secs
         .or_else(|| recipe_chain.iter().find_map(|(_, r)| r.timeout_secs))
         .unwrap_or(DEFAULT_TIMEOUT_SECS);
+    let network = sp
+        .network
+        .or_else(|| recipe_chain.iter().find_map(|(_, r)| r.network))
+        .unwrap_or(true);
     let language = sp
         .language
         .clone()
@@ -192,5 +203,6 @@ pub fn resolve(
         language,
         extends: recipe_chain.iter().map(|(n, _)| (*n).to_owned()).collect(),
         command_from,
+        network,
     })
 }

@@ -148,6 +148,10 @@ pub struct Subproject {
     /// Seconds a command may run before its whole process group is killed (1 to 86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// Whether the commands may use the network inside the job sandbox (default
+    /// true: builds fetch dependencies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<bool>,
     /// Extra environment variables for the commands.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -181,6 +185,10 @@ pub struct RecipeSpec {
     /// Default timeout of the commands, in seconds (1 to 86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// Whether the commands may use the network inside the job sandbox (default
+    /// true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<bool>,
     /// Environment variables for the commands.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,

@@ -15,6 +15,7 @@
 //!   removes its worktree.
 
 pub mod process;
+pub mod sandbox;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,8 @@ pub struct RunnerConfig {
     pub kill_grace: Duration,
     /// What a relative `git_url` is relative to (the registry directory).
     pub registry_base: PathBuf,
+    /// How commands are isolated.
+    pub sandbox: sandbox::Mode,
 }
 
 /// Called after each job with the job, its log file and its worktree (still
@@ -584,6 +587,22 @@ impl Runner {
             let _ = std::fs::create_dir_all(&cache);
             env.insert("CRAFTING_CACHE_DIR".into(), cache.display().to_string());
             logfile::append_line(&log, &format!("$ {}", resolved.command));
+            let (env, sandbox) = match &self.inner.cfg.sandbox {
+                sandbox::Mode::None => (env, None),
+                sandbox::Mode::Bwrap(settings) => {
+                    let home = self.inner.workspace.root().join(&job.project).join(".home");
+                    let _ = std::fs::create_dir_all(&home);
+                    let mounts = sandbox::JobMounts {
+                        worktree: checkout.worktree.clone(),
+                        mirror: self.inner.workspace.mirror(&job.project),
+                        cache: cache.clone(),
+                        home: home.clone(),
+                        network: resolved.network,
+                    };
+                    let args = sandbox::bwrap_args(settings, &mounts, &cwd);
+                    (sandbox::environment(settings, &home, &env), Some(args))
+                }
+            };
             let spec = process::ProcessSpec {
                 command: resolved.command.clone(),
                 cwd,
@@ -592,6 +611,7 @@ impl Runner {
                 log_cap: self.inner.cfg.log_cap,
                 timeout: Duration::from_secs(resolved.timeout_secs),
                 kill_grace: self.inner.cfg.kill_grace,
+                sandbox,
             };
             let db = self.inner.db.clone();
             let id = job.id.clone();

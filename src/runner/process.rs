@@ -30,6 +30,8 @@ pub struct ProcessSpec {
     pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Run under bwrap with these arguments (the environment is then `env` alone).
+    pub sandbox: Option<Vec<String>>,
 }
 
 /// Why the command stopped.
@@ -191,7 +193,24 @@ pub async fn run(
     on_start: impl FnOnce(i32, u64),
 ) -> std::io::Result<Outcome> {
     let (reader, writer) = std::io::pipe()?;
-    let mut cmd = tokio::process::Command::new("/bin/sh");
+    let mut cmd = match &spec.sandbox {
+        Some(args) => {
+            let mut c = tokio::process::Command::new("bwrap");
+            c.args(args).arg("/bin/sh");
+            // Built, not inherited.
+            c.env_clear();
+            c
+        }
+        None => {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("CRAFTING_") {
+                    c.env_remove(&k);
+                }
+            }
+            c
+        }
+    };
     cmd.arg("-c")
         .arg(&spec.command)
         .current_dir(&spec.cwd)
@@ -199,11 +218,6 @@ pub async fn run(
         .stdout(writer.try_clone()?)
         .stderr(writer)
         .kill_on_drop(false);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("CRAFTING_") {
-            cmd.env_remove(&k);
-        }
-    }
     cmd.envs(&spec.env);
     // SAFETY: setsid is async-signal-safe; the closure touches no shared state.
     unsafe {

@@ -15,6 +15,7 @@ mod parsers;
 mod patcher;
 mod reconcile;
 mod runner;
+mod sandbox;
 mod scheduler;
 mod schema;
 mod seams;

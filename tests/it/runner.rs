@@ -70,6 +70,7 @@ impl Farm {
                 log_cap,
                 kill_grace: Duration::from_secs(2),
                 registry_base: reg,
+                sandbox: Default::default(),
             },
             db.clone(),
             Workspace::new(tmp.path().join("data/workspace")),

@@ -1,0 +1,200 @@
+//! The job sandbox (bwrap): a job cannot read the farm's secrets, sees only its own
+//! processes, has no network when told so, and still stops cleanly.
+
+use std::time::Duration;
+
+use crafting_table::events::FarmEvent;
+use crafting_table::farm::{Farm, FarmOptions};
+use serde_json::{Value, json};
+
+use crate::helpers::Repo;
+use crate::seams::{Client, start_with};
+
+async fn run(farm: &Farm, api: &Client, project: &str, recipe: &str) -> (Value, String) {
+    let mut events = farm.events.subscribe();
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("/projects/{project}/jobs"),
+            Some(json!({"recipe": recipe})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .expect("job finished")
+            .unwrap();
+        if matches!(&*e, FarmEvent::JobFinished { job, .. } if job.id == id) {
+            break;
+        }
+    }
+    let (_, job) = api.call("GET", &format!("/jobs/{id}"), None).await;
+    let log = std::fs::read_to_string(farm.config.logs_dir().join(format!("{id}.log"))).unwrap();
+    (job, output(&log))
+}
+
+/// The command's own output: the log without the farm's lines.
+fn output(log: &str) -> String {
+    log.lines()
+        .filter(|l| !l.starts_with("[crafting-table]"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_job_sees_only_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (app, other) = (Repo::new(), Repo::new());
+    app.write("README.md", "app\n").commit("one");
+    other
+        .write("secret-source.txt", "other team's code\n")
+        .commit("one");
+    let serve_pid = std::process::id();
+    let probe = |what: &str, path: String| {
+        format!(
+            "if cat {path} >/dev/null 2>&1; then echo LEAK:{what}; else echo denied:{what}; fi; "
+        )
+    };
+    let peek = [
+        probe("bearer", data.join("admin-bearer.txt").display().to_string()),
+        probe("ledger", data.join("ledger.sqlite3").display().to_string()),
+        probe("other-mirror", data.join("workspace/other/.cache/HEAD").display().to_string()),
+        probe("environ", format!("/proc/{serve_pid}/environ")),
+        "echo procs=$(ls /proc | grep -cE '^[0-9]+$'); echo home=$HOME; env | grep -c '^CRAFTING_SECRET_TEST' || true; echo done".to_owned(),
+    ]
+    .concat();
+    let connect = format!(
+        "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 2)' && echo CONNECTED || echo no-network"
+    );
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::write(
+        reg.join("app.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n        peek: {}\n        offline: {}\n        online: {}\n        write: 'echo x > made.txt && echo wrote-worktree; echo y > $HOME/kept && echo wrote-home; echo z > /usr/evil 2>/dev/null && echo LEAK:usr || echo denied:usr'\n        slow: 'sleep 6543 & sleep 6543; wait'\n    - path: sub\n      network: false\n      commands:\n        offline: {}\n",
+            app.path.display(),
+            serde_json::to_string(&peek).unwrap(),
+            serde_json::to_string(&connect).unwrap(),
+            serde_json::to_string(&connect).unwrap(),
+            serde_json::to_string(&connect).unwrap(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        reg.join("other.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: other\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      test: 'true'\n",
+            other.path.display()
+        ),
+    )
+    .unwrap();
+    app.write("sub/x", "x\n").commit("sub");
+    let farm = start_with(
+        &data,
+        &[
+            ("CRAFTING_REGISTRY", reg.display().to_string()),
+            ("CRAFTING_SANDBOX", "required".into()),
+        ],
+        FarmOptions {
+            kill_grace: Duration::from_secs(2),
+            ..FarmOptions::default()
+        },
+    )
+    .await;
+    farm.reconcile.run_now().await.unwrap();
+    let api = Client::of(&farm);
+    run(&farm, &api, "other", "test").await; // the other project's mirror exists
+
+    let (job, log) = run(&farm, &api, "app", "peek").await;
+    assert_eq!(job["job"]["status"], "succeeded", "{log}");
+    assert!(!log.contains("LEAK"), "{log}");
+    for what in ["bearer", "ledger", "other-mirror", "environ"] {
+        assert!(log.contains(&format!("denied:{what}")), "{what}: {log}");
+    }
+    let procs: usize = log
+        .lines()
+        .find_map(|l| l.strip_prefix("procs="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert!(procs <= 6, "only the job's own processes: {procs}\n{log}");
+    assert!(log.contains("home=") && log.contains("/app/.home"), "{log}");
+
+    let (_, log) = run(&farm, &api, "app", "write").await;
+    assert!(
+        log.contains("wrote-worktree") && log.contains("wrote-home"),
+        "{log}"
+    );
+    assert!(log.contains("denied:usr"), "{log}");
+
+    // network: false (on the `sub` subproject) cuts even loopback; the default keeps it.
+    let (_, log) = run(&farm, &api, "app", "online").await;
+    assert!(log.contains("CONNECTED"), "{log}");
+    let mut events = farm.events.subscribe();
+    let (_, v) = api
+        .call(
+            "POST",
+            "/projects/app/jobs",
+            Some(json!({"recipe": "offline", "subproject": "sub"})),
+        )
+        .await;
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    loop {
+        let e = events.recv().await.unwrap();
+        if matches!(&*e, FarmEvent::JobFinished { job, .. } if job.id == id) {
+            break;
+        }
+    }
+    let log =
+        output(&std::fs::read_to_string(farm.config.logs_dir().join(format!("{id}.log"))).unwrap());
+    assert!(log.contains("no-network"), "{log}");
+    assert!(!log.contains("CONNECTED"), "{log}");
+    drop(listener);
+
+    // Cancel stops everything the job started, through the sandbox.
+    let mut events = farm.events.subscribe();
+    let (_, v) = api
+        .call(
+            "POST",
+            "/projects/app/jobs",
+            Some(json!({"recipe": "slow"})),
+        )
+        .await;
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let sleeping = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| c.windows(4).any(|w| w == b"6543"))
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    while sleeping() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job's sleeps never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.call("POST", &format!("/jobs/{id}/cancel"), Some(json!({})))
+        .await;
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(&*e, FarmEvent::JobFinished { job, .. } if job.id == id) {
+            break;
+        }
+    }
+    assert_eq!(sleeping(), 0, "no process of the cancelled job survives");
+    farm.stop("test over").await;
+}
