@@ -25,6 +25,7 @@ const KEYS: &[&str] = &[
     "registry_token",
     "registry_poll_secs",
     "git_timeout_secs",
+    "git_credentials",
     "bind",
     "lan_cidrs",
     "workers",
@@ -173,6 +174,9 @@ pub struct Config {
     pub registry_poll_secs: u64,
     /// Overall deadline of one git fetch or clone, in seconds (ssh included).
     pub git_timeout_secs: u64,
+    /// A mode-600 file of git credentials for project remotes (credential-store
+    /// format).
+    pub git_credentials: Option<PathBuf>,
     /// API listen address.
     pub bind: SocketAddr,
     /// Networks allowed to connect at all.
@@ -406,6 +410,7 @@ impl Config {
             .unwrap_or_else(|| "main".into());
         let registry_token = src.string("registry_token")?;
         let registry_poll_secs = src.parsed("registry_poll_secs", 60u64, positive)?;
+        let git_credentials = src.string("git_credentials")?.map(PathBuf::from);
         let git_timeout_secs = src.parsed(
             "git_timeout_secs",
             crate::git::DEFAULT_NETWORK_TIMEOUT.as_secs(),
@@ -572,6 +577,7 @@ impl Config {
             registry_token,
             registry_poll_secs,
             git_timeout_secs,
+            git_credentials,
             bind,
             lan_cidrs,
             workers,

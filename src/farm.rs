@@ -156,6 +156,27 @@ impl Farm {
             RegistrySource::Git(_) => None,
         };
 
+        let git_credentials = match &cfg.git_credentials {
+            None => None,
+            Some(p) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let p = absolute(p);
+                let meta = std::fs::metadata(&p).map_err(|e| {
+                    startup(
+                        &format!("CRAFTING_GIT_CREDENTIALS: cannot read {}", p.display()),
+                        &e,
+                    )
+                })?;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    return Err(FarmError::Startup(format!(
+                        "CRAFTING_GIT_CREDENTIALS: {} is readable by others (mode {:o}): chmod 600 it",
+                        p.display(),
+                        meta.permissions().mode() & 0o777
+                    )));
+                }
+                Some(p)
+            }
+        };
         let sandbox = match cfg.sandbox.as_str() {
             "none" => {
                 tracing::info!(
@@ -199,7 +220,9 @@ impl Farm {
                 sandbox,
             },
             db.clone(),
-            Workspace::new(cfg.workspace_dir.clone()).with_fetch_timeout(cfg.git_timeout()),
+            Workspace::new(cfg.workspace_dir.clone())
+                .with_fetch_timeout(cfg.git_timeout())
+                .with_credentials(git_credentials),
             clock.clone(),
             events.clone(),
         );

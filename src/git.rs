@@ -44,6 +44,9 @@ pub struct Git {
     /// Overall deadline of one call; the git process group is killed when it
     /// passes.
     pub timeout: Duration,
+    /// A credential-store file (`https://user:token@host` per line) answered by a
+    /// helper that only reads it: git never rewrites or erases a line of it.
+    pub credentials: Option<std::path::PathBuf>,
 }
 
 impl Default for Git {
@@ -51,6 +54,7 @@ impl Default for Git {
         Git {
             http_header: None,
             timeout: LOCAL_TIMEOUT,
+            credentials: None,
         }
     }
 }
@@ -59,6 +63,12 @@ impl Git {
     /// A plain git with no credentials and the local deadline.
     pub fn new() -> Git {
         Git::default()
+    }
+
+    /// The same git answering credential questions from `file` (read only).
+    pub fn with_credentials(mut self, file: Option<&Path>) -> Git {
+        self.credentials = file.map(Path::to_owned);
+        self
     }
 
     /// The same git with another deadline (fetches: the configured network one).
@@ -115,10 +125,30 @@ impl Git {
                 "ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
             );
         }
+        // Configuration through the environment, never argv: a header with a
+        // token, and the read-only credential helper.
+        let mut config: Vec<(&str, String)> = Vec::new();
         if let Some(h) = &self.http_header {
-            cmd.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                .env("GIT_CONFIG_VALUE_0", h);
+            config.push(("http.extraHeader", h.clone()));
+        }
+        if let Some(file) = &self.credentials {
+            let quoted = file.display().to_string().replace('\'', "'\\''");
+            // An empty value first resets helpers from other configuration; ours
+            // answers `get` only, so git can never store or erase a line.
+            config.push(("credential.helper", String::new()));
+            config.push((
+                "credential.helper",
+                format!(
+                    "!f() {{ test \"$1\" = get || exit 0; git credential-store --file='{quoted}' get; }}; f"
+                ),
+            ));
+        }
+        if !config.is_empty() {
+            cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+            for (i, (k, v)) in config.iter().enumerate() {
+                cmd.env(format!("GIT_CONFIG_KEY_{i}"), k)
+                    .env(format!("GIT_CONFIG_VALUE_{i}"), v);
+            }
         }
         cmd
     }

@@ -29,6 +29,8 @@ pub struct Workspace {
     trees: Arc<Mutex<HashMap<String, Arc<std::sync::RwLock<()>>>>>,
     /// Deadline of one fetch into a mirror.
     fetch_timeout: Duration,
+    /// Git credentials for project remotes (`CRAFTING_GIT_CREDENTIALS`).
+    credentials: Option<PathBuf>,
 }
 
 /// A checked-out job.
@@ -48,7 +50,14 @@ impl Workspace {
             locks: Arc::default(),
             trees: Arc::default(),
             fetch_timeout: crate::git::DEFAULT_NETWORK_TIMEOUT,
+            credentials: None,
         }
+    }
+
+    /// The same workspace fetching with the credentials in `file`.
+    pub fn with_credentials(mut self, file: Option<PathBuf>) -> Workspace {
+        self.credentials = file;
+        self
     }
 
     /// The same workspace with another deadline for fetches.
@@ -117,19 +126,22 @@ impl Workspace {
                 std::fs::create_dir_all(&mirror).map_err(|e| io_err("create mirror", &e))?;
                 git.run(Some(&mirror), ["init", "--bare", "--quiet"])?;
             }
-            git.clone().with_timeout(self.fetch_timeout).run(
-                Some(&mirror),
-                [
-                    "fetch",
-                    "--quiet",
-                    "--prune",
-                    "--force",
-                    "--",
-                    url,
-                    "+refs/heads/*:refs/remotes/origin/*",
-                    "+refs/tags/*:refs/tags/*",
-                ],
-            )?;
+            git.clone()
+                .with_timeout(self.fetch_timeout)
+                .with_credentials(self.credentials.as_deref())
+                .run(
+                    Some(&mirror),
+                    [
+                        "fetch",
+                        "--quiet",
+                        "--prune",
+                        "--force",
+                        "--",
+                        url,
+                        "+refs/heads/*:refs/remotes/origin/*",
+                        "+refs/tags/*:refs/tags/*",
+                    ],
+                )?;
             resolve_ref(&git, &mirror, git_ref)?
         };
         let worktree = self.worktree_path(project, job_id);

@@ -184,6 +184,15 @@ fn check_git_url(url: &str) -> Result<(), String> {
         if rest.is_empty() {
             return Err(format!("git_url `{url}` has nothing after `{scheme}://`"));
         }
+        let authority = rest.split('/').next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && userinfo.contains(':')
+        {
+            return Err(format!(
+                "git_url `{}` carries a credential: a token in a manifest is a token in a repository. Put `{scheme}://user:token@host` in the file named by CRAFTING_GIT_CREDENTIALS (git's credential-store format) and write the URL without it",
+                crate::git::redact_url(url)
+            ));
+        }
     }
     Ok(())
 }

@@ -52,8 +52,9 @@ fn example_projects_match_the_original_production_set() {
         let t =
             std::fs::read_to_string(repo_dir(&format!("examples/registry/{name}.yaml"))).unwrap();
         assert!(
-            t.contains("REPLACE_WITH_GITEA_TOKEN"),
-            "{name} keeps the token placeholder"
+            t.contains("git_url: http://gitea.lan:3001/Sulkta-Coop/")
+                && !t.contains(":REPLACE_WITH"),
+            "{name} has no credential in its git_url"
         );
         assert!(
             t.contains("cron: \"0 2 * * *\""),

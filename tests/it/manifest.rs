@@ -235,7 +235,7 @@ fn unknown_top_level_field() {
 fn unknown_spec_field_typo() {
     check1(
         &project("  subprojects:\n    - path: .\n      tset: make test\n"),
-        "m.yaml:9:7: spec.subprojects[0]: unknown field `tset`, expected one of `path`, `language`, `extends`, `build`, `test`, `lint`, `audit`, `commands`, `timeout_secs`, `env`",
+        "m.yaml:9:7: spec.subprojects[0]: unknown field `tset`, expected one of `path`, `language`, `extends`, `build`, `test`, `lint`, `audit`, `commands`, `timeout_secs`, `network`, `env`",
     );
 }
 
@@ -739,4 +739,26 @@ fn bad_webhooks_and_a_rule_that_notifies_nobody() {
         )],
         &[],
     );
+}
+
+#[test]
+fn a_credential_in_git_url_is_refused() {
+    check1(
+        &project_with_url("https://ci:s3cr3t@gitea.lan/team/app.git"),
+        "m.yaml:7:12: git_url `https://ci:***@gitea.lan/team/app.git` carries a credential: a token in a manifest is a token in a repository. Put `https://user:token@host` in the file named by CRAFTING_GIT_CREDENTIALS (git's credential-store format) and write the URL without it",
+    );
+    // A user name alone (ssh) is no credential.
+    check(
+        &[(
+            "m.yaml",
+            &project_with_url("ssh://git@gitea.lan/team/app.git"),
+        )],
+        &[],
+    );
+}
+
+fn project_with_url(url: &str) -> String {
+    format!(
+        "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  subprojects: [{{path: ., test: 'true'}}]\n  git_url: {url}\n"
+    )
 }

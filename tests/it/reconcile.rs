@@ -514,3 +514,137 @@ fn http_git_registry_with_token() {
         "the token is never written to disk"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_project_with_the_credentials_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let src = Repo::new();
+    src.write("README.md", "private\n").commit("one");
+    let served = tempfile::tempdir().unwrap();
+    crate::helpers::git(
+        served.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            src.path.to_str().unwrap(),
+            "app.git",
+        ],
+    );
+    let token = "pr1vate-t0ken";
+    let server = GitHttp::start(served.path(), token);
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::write(
+        reg.join("app.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: http://127.0.0.1:{}/app.git\n  subprojects:\n    - path: .\n      test: 'cat README.md'\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let creds = tmp.path().join("git-credentials");
+    let write_creds = |secret: &str| {
+        std::fs::write(
+            &creds,
+            format!("http://crafting-table:{secret}@127.0.0.1:{}\n", server.port),
+        )
+        .unwrap();
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let run = |data: &'static str, with_creds: bool| {
+        let (reg, creds, tmp) = (reg.clone(), creds.clone(), tmp.path().to_owned());
+        async move {
+            let mut env = vec![("CRAFTING_REGISTRY", reg.display().to_string())];
+            if with_creds {
+                env.push(("CRAFTING_GIT_CREDENTIALS", creds.display().to_string()));
+            }
+            let farm = crate::seams::start_with(
+                &tmp.join(data),
+                &env,
+                crafting_table::farm::FarmOptions::default(),
+            )
+            .await;
+            farm.reconcile.run_now().await.unwrap();
+            let api = crate::seams::Client::of(&farm);
+            let mut events = farm.events.subscribe();
+            let (_, v) = api
+                .call(
+                    "POST",
+                    "/projects/app/jobs",
+                    Some(serde_json::json!({"recipe": "test"})),
+                )
+                .await;
+            let id = v["job_id"].as_str().unwrap().to_owned();
+            loop {
+                let e = events.recv().await.unwrap();
+                if matches!(&*e, crafting_table::events::FarmEvent::JobFinished { job, .. } if job.id == id)
+                {
+                    break;
+                }
+            }
+            let (_, job) = api.call("GET", &format!("/jobs/{id}"), None).await;
+            farm.stop("test over").await;
+            job
+        }
+    };
+    write_creds(token);
+    let before = std::fs::read(&creds).unwrap();
+    let ok = run("data-ok", true).await;
+    assert_eq!(ok["job"]["status"], "succeeded", "{ok}");
+    assert!(
+        ok["log_tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "private"),
+        "{ok}"
+    );
+    assert_eq!(
+        std::fs::read(&creds).unwrap(),
+        before,
+        "the file is unchanged after a success"
+    );
+
+    // Without the file: the fetch fails, saying so, without a prompt.
+    let none = run("data-none", false).await;
+    assert_eq!(none["job"]["status"], "error", "{none}");
+    assert!(
+        none["job"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot check out"),
+        "{none}"
+    );
+
+    // A wrong token: 401, and the file is still byte for byte what it was.
+    write_creds("wrong-token");
+    let before = std::fs::read(&creds).unwrap();
+    let bad = run("data-bad", true).await;
+    assert_eq!(bad["job"]["status"], "error", "{bad}");
+    assert_eq!(
+        std::fs::read(&creds).unwrap(),
+        before,
+        "the file is unchanged after a 401"
+    );
+
+    // A credentials file others can read is refused at start-up.
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let lookup = {
+        let (reg, creds, data) = (reg.clone(), creds.clone(), tmp.path().join("data-loose"));
+        move |k: &str| match k {
+            "CRAFTING_REGISTRY" => Some(reg.display().to_string()),
+            "CRAFTING_GIT_CREDENTIALS" => Some(creds.display().to_string()),
+            "CRAFTING_DATA_DIR" => Some(data.display().to_string()),
+            "CRAFTING_BIND" => Some("127.0.0.1:0".to_owned()),
+            _ => None,
+        }
+    };
+    let cfg = crafting_table::config::Config::from_lookup(&lookup, None, 2).unwrap();
+    let err = crafting_table::farm::Farm::start(cfg, crafting_table::farm::FarmOptions::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+}
