@@ -88,6 +88,7 @@ fn main() {
             kill_grace: Duration::from_secs(10),
             registry_base: reg,
             sandbox: Default::default(),
+            secrets_file: None,
         },
         db.clone(),
         Workspace::new(tmp.path().join("data/workspace")),

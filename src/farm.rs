@@ -218,6 +218,7 @@ impl Farm {
                 kill_grace: opts.kill_grace,
                 registry_base,
                 sandbox,
+                secrets_file: Some(cfg.data_dir.join("secrets.toml")),
             },
             db.clone(),
             Workspace::new(cfg.workspace_dir.clone())

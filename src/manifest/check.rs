@@ -302,6 +302,7 @@ struct CommandSet<'s> {
     commands: &'s BTreeMap<String, String>,
     timeout_secs: Option<u64>,
     env: &'s BTreeMap<String, String>,
+    secrets: &'s [String],
 }
 
 impl<'s> From<&'s Subproject> for CommandSet<'s> {
@@ -314,6 +315,7 @@ impl<'s> From<&'s Subproject> for CommandSet<'s> {
             commands: &s.commands,
             timeout_secs: s.timeout_secs,
             env: &s.env,
+            secrets: &s.secrets,
         }
     }
 }
@@ -328,6 +330,7 @@ impl<'s> From<&'s RecipeSpec> for CommandSet<'s> {
             commands: &s.commands,
             timeout_secs: s.timeout_secs,
             env: &s.env,
+            secrets: &s.secrets,
         }
     }
 }
@@ -397,6 +400,16 @@ fn check_command_set<'p>(set: &CommandSet<'p>, base: &[Seg<'p>], sink: &mut Sink
             &with(&[Seg::Key("timeout_secs")]),
             format!("timeout_secs {t} is out of range: use 1 to {MAX_TIMEOUT_SECS} seconds"),
         );
+    }
+    for (i, name) in set.secrets.iter().enumerate() {
+        if !is_valid_env_name(name) {
+            let mut p = with(&[Seg::Key("secrets")]);
+            p.push(Seg::Index(i));
+            sink.error(
+                &p,
+                format!("secret name `{name}` is not valid: use letters, digits and `_`, not starting with a digit"),
+            );
+        }
     }
     for name in set.env.keys() {
         if !is_valid_env_name(name) {

@@ -38,6 +38,9 @@ pub struct Resolved {
     /// Whether the command may use the network in the job sandbox.
     #[serde(default = "yes")]
     pub network: bool,
+    /// Names of the secrets the command receives (values are never stored).
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -204,5 +207,15 @@ pub fn resolve(
         extends: recipe_chain.iter().map(|(n, _)| (*n).to_owned()).collect(),
         command_from,
         network,
+        secrets: {
+            let mut names: Vec<String> = recipe_chain
+                .iter()
+                .flat_map(|(_, r)| r.secrets.iter().cloned())
+                .chain(sp.secrets.iter().cloned())
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        },
     })
 }

@@ -152,6 +152,10 @@ pub struct Subproject {
     /// true: builds fetch dependencies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<bool>,
+    /// Names of secrets the commands receive as environment variables (values from
+    /// `CRAFTING_SECRET_<NAME>` or the data directory's `secrets.toml`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     /// Extra environment variables for the commands.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -189,6 +193,9 @@ pub struct RecipeSpec {
     /// true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<bool>,
+    /// Names of secrets the commands receive (inherited by subprojects).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     /// Environment variables for the commands.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,

@@ -14,8 +14,10 @@
 //!   code -1, a log line saying so), kills what is left of its process group, and
 //!   removes its worktree.
 
+pub mod mask;
 pub mod process;
 pub mod sandbox;
+pub mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ use tokio::sync::{Notify, watch};
 use crate::clock::SharedClock;
 use crate::enqueue::{Catalog, EnqueueError, Enqueued, JobRequest};
 use crate::events::{Events, FarmEvent, FindingCounts};
-use crate::ledger::{Db, Job, JobStatus, LedgerError};
+use crate::ledger::{Db, Job, JobStatus, LedgerError, Trigger};
 use crate::logfile;
 use crate::manifest::resolve::Resolved;
 use crate::workspace::Workspace;
@@ -51,6 +53,9 @@ pub struct RunnerConfig {
     pub registry_base: PathBuf,
     /// How commands are isolated.
     pub sandbox: sandbox::Mode,
+    /// The `secrets.toml` of the data directory (read when a job asks for a
+    /// secret `CRAFTING_SECRET_<NAME>` does not give).
+    pub secrets_file: Option<PathBuf>,
 }
 
 /// Called after each job with the job, its log file and its worktree (still
@@ -586,6 +591,25 @@ impl Runner {
             let cache = self.inner.workspace.cache_dir(&job.project);
             let _ = std::fs::create_dir_all(&cache);
             env.insert("CRAFTING_CACHE_DIR".into(), cache.display().to_string());
+            // Secrets: never for the patch loop's verify jobs (code a model wrote).
+            let mut masked = Vec::new();
+            if !resolved.secrets.is_empty() && job.trigger != Trigger::PatchVerify.as_str() {
+                match secrets::values(&resolved.secrets, self.inner.cfg.secrets_file.as_deref()) {
+                    Ok(values) => {
+                        for (k, v) in values {
+                            masked.push(v.clone());
+                            env.insert(k, v);
+                        }
+                    }
+                    Err(msg) => {
+                        logfile::append_line(&log, &msg);
+                        self.remove_worktree(&job.project, &checkout.worktree).await;
+                        self.finish(&job.id, JobStatus::Error, None, Some(msg))
+                            .await;
+                        return;
+                    }
+                }
+            }
             logfile::append_line(&log, &format!("$ {}", resolved.command));
             let (env, sandbox) = match &self.inner.cfg.sandbox {
                 sandbox::Mode::None => (env, None),
@@ -612,6 +636,7 @@ impl Runner {
                 timeout: Duration::from_secs(resolved.timeout_secs),
                 kill_grace: self.inner.cfg.kill_grace,
                 sandbox,
+                masked,
             };
             let db = self.inner.db.clone();
             let id = job.id.clone();

@@ -32,6 +32,8 @@ pub struct ProcessSpec {
     pub kill_grace: Duration,
     /// Run under bwrap with these arguments (the environment is then `env` alone).
     pub sandbox: Option<Vec<String>>,
+    /// Values masked as `***` in the log.
+    pub masked: Vec<String>,
 }
 
 /// Why the command stopped.
@@ -142,7 +144,12 @@ pub fn kill_orphaned_group(pgid: i32, since: u64) -> usize {
 
 /// Copies the pipe to the log until every writer is gone, keeping at most `cap`
 /// bytes. Returns (bytes read, truncated).
-fn pump(mut reader: std::io::PipeReader, log_path: &Path, cap: u64) -> (u64, bool) {
+fn pump(
+    mut reader: std::io::PipeReader,
+    log_path: &Path,
+    cap: u64,
+    mut masker: super::mask::Masker,
+) -> (u64, bool) {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -166,23 +173,42 @@ fn pump(mut reader: std::io::PipeReader, log_path: &Path, cap: u64) -> (u64, boo
             Err(_) => break,
         };
         total += n as u64;
+        let data = masker.feed(&buf[..n]);
         if let Some(f) = file.as_mut() {
-            let room = cap.saturating_sub(kept);
-            let take = (n as u64).min(room) as usize;
-            if take > 0 {
-                let _ = f.write_all(&buf[..take]);
-                kept += take as u64;
-            }
-            if take < n && !truncated {
-                truncated = true;
-                let _ = write!(
-                    f,
-                    "\n[crafting-table] log truncated at {cap} bytes (CRAFTING_LOG_CAP_BYTES); the job continues, its further output is discarded\n"
-                );
-            }
+            write_capped(f, &data, cap, &mut kept, &mut truncated);
         }
     }
+    let rest = masker.finish();
+    if let Some(f) = file.as_mut()
+        && !rest.is_empty()
+    {
+        write_capped(f, &rest, cap, &mut kept, &mut truncated);
+    }
     (total, truncated)
+}
+
+/// Writes what fits under the cap; the first time it does not, the marker line.
+fn write_capped(
+    f: &mut std::fs::File,
+    data: &[u8],
+    cap: u64,
+    kept: &mut u64,
+    truncated: &mut bool,
+) {
+    let n = data.len();
+    let room = cap.saturating_sub(*kept);
+    let take = (n as u64).min(room) as usize;
+    if take > 0 {
+        let _ = f.write_all(&data[..take]);
+        *kept += take as u64;
+    }
+    if take < n && !*truncated {
+        *truncated = true;
+        let _ = write!(
+            f,
+            "\n[crafting-table] log truncated at {cap} bytes (CRAFTING_LOG_CAP_BYTES); the job continues, its further output is discarded\n"
+        );
+    }
 }
 
 /// Runs the command. `on_start` receives the process group id and the leader's
@@ -236,7 +262,8 @@ pub async fn run(
     on_start(pid, start_time);
     let log_path = spec.log_path.clone();
     let cap = spec.log_cap;
-    let pump_task = tokio::task::spawn_blocking(move || pump(reader, &log_path, cap));
+    let masker = super::mask::Masker::new(spec.masked.clone());
+    let pump_task = tokio::task::spawn_blocking(move || pump(reader, &log_path, cap, masker));
 
     let stop = tokio::select! {
         status = child.wait() => {

@@ -71,6 +71,7 @@ impl Farm {
                 kill_grace: Duration::from_secs(2),
                 registry_base: reg,
                 sandbox: Default::default(),
+                secrets_file: None,
             },
             db.clone(),
             Workspace::new(tmp.path().join("data/workspace")),

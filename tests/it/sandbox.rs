@@ -198,3 +198,103 @@ async fn a_sandboxed_job_sees_only_its_own() {
     assert_eq!(sleeping(), 0, "no process of the cancelled job survives");
     farm.stop("test over").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_the_command_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const SECRET: &str = "tok-9f8e7d6c5b4a";
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join("secrets.toml");
+    std::fs::write(&file, format!("DEPLOY_KEY = \"{SECRET}\"\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let repo = Repo::new();
+    repo.write("README.md", "x\n").commit("one");
+    let show = "echo key=$DEPLOY_KEY; printf 'half=%s' \"$(echo $DEPLOY_KEY | cut -c1-5)\"; sleep 0.3; printf '%s\\n' \"$(echo $DEPLOY_KEY | cut -c6-)\"";
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::write(
+        reg.join("app.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Recipe\nmetadata:\n  name: deploys\nspec:\n  secrets: [DEPLOY_KEY]\n---\napiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      extends: deploys\n      commands:\n        show: {}\n    - path: other\n      secrets: [MISSING_ONE]\n      commands:\n        show: 'echo never'\n",
+            repo.path.display(),
+            serde_json::to_string(show).unwrap()
+        ),
+    )
+    .unwrap();
+    repo.write("other/x", "x\n").commit("other");
+    let farm = start_with(
+        &data,
+        &[("CRAFTING_REGISTRY", reg.display().to_string())],
+        FarmOptions {
+            kill_grace: Duration::from_secs(2),
+            ..FarmOptions::default()
+        },
+    )
+    .await;
+    let out = farm.reconcile.run_now().await.unwrap();
+    assert_eq!(out.error_count(), 0, "{:?}", out.diagnostics);
+    let api = Client::of(&farm);
+    let (job, log) = run(&farm, &api, "app", "show").await;
+    assert_eq!(job["job"]["status"], "succeeded", "{log}");
+    assert!(log.contains("key=***"), "{log}");
+    assert!(log.contains("half=***"), "masked across two writes: {log}");
+    assert_eq!(
+        job["job"]["recipe_snapshot"]["secrets"],
+        json!(["DEPLOY_KEY"])
+    );
+
+    // A missing secret fails the job before it starts, naming it.
+    let mut events = farm.events.subscribe();
+    let (_, v) = api
+        .call(
+            "POST",
+            "/projects/app/jobs",
+            Some(json!({"recipe": "show", "subproject": "other"})),
+        )
+        .await;
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    loop {
+        let e = events.recv().await.unwrap();
+        if matches!(&*e, FarmEvent::JobFinished { job, .. } if job.id == id) {
+            break;
+        }
+    }
+    let (_, missing) = api.call("GET", &format!("/jobs/{id}"), None).await;
+    assert_eq!(missing["job"]["status"], "error", "{missing}");
+    assert!(
+        missing["job"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("`MISSING_ONE`"),
+        "{missing}"
+    );
+    assert!(!missing["log_tail"].to_string().contains("never"));
+
+    // The value is nowhere: not in any API answer, the ledger, its WAL or a log.
+    let (_, jobs) = api.call("GET", "/jobs", None).await;
+    assert!(!jobs.to_string().contains(SECRET));
+    assert!(!job.to_string().contains(SECRET));
+    farm.stop("test over").await;
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&data, &mut files);
+    for f in files.iter().filter(|f| !f.ends_with("secrets.toml")) {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "the secret is in {}",
+            f.display()
+        );
+    }
+}
