@@ -292,15 +292,22 @@ async fn stdio_server_with_the_token_from_the_environment() {
         c.arg("mcp")
             .env("CRAFTING_TABLE_BASE_URL", &base)
             .env("CRAFTING_TABLE_TOKEN", &admin)
-            .env("RUST_LOG", "debug")
-            .stderr(std::process::Stdio::from(err_file));
+            .env("RUST_LOG", "debug");
     });
-    let c = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    let (transport, _) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::from(err_file))
+        .spawn()
+        .unwrap();
+    let c = ().serve(transport).await.unwrap();
     // As admin everything is visible; the 404 check uses an id nobody has.
     exercise(&c, "00000000000000000000000000000000").await;
     c.cancel().await.unwrap();
     // The token never reaches the logs.
     let logged = std::fs::read_to_string(stderr.path()).unwrap();
+    assert!(
+        logged.contains("ListTools"),
+        "the server's debug log was captured"
+    );
     assert!(!logged.contains(&admin), "the bearer was logged");
 
     // A farm that is gone and a bad token are tool errors, not a crash.
