@@ -31,6 +31,10 @@ pub struct Workspace {
     fetch_timeout: Duration,
     /// Git credentials for project remotes (`CRAFTING_GIT_CREDENTIALS`).
     credentials: Option<PathBuf>,
+    /// Per project: when its last successful fetch started (ms, the caller's clock).
+    fetched: Arc<Mutex<HashMap<String, i64>>>,
+    /// Fetches made (for tests and benches).
+    fetches: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A checked-out job.
@@ -51,7 +55,14 @@ impl Workspace {
             trees: Arc::default(),
             fetch_timeout: crate::git::DEFAULT_NETWORK_TIMEOUT,
             credentials: None,
+            fetched: Arc::default(),
+            fetches: Arc::default(),
         }
+    }
+
+    /// How many fetches this workspace made.
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The same workspace fetching with the credentials in `file`.
@@ -105,12 +116,34 @@ impl Workspace {
 
     /// Fetches `url` into the project's mirror, resolves `git_ref` (branch, tag or
     /// sha) and adds a detached worktree for `job_id` at that commit.
+    ///
+    /// A fetch is skipped when it cannot tell anything new: the ref is a full sha
+    /// the mirror already holds, or another job's fetch of this project started
+    /// after this one asked (jobs enqueued together share one fetch).
     pub fn checkout(
         &self,
         project: &str,
         url: &str,
         git_ref: &str,
         job_id: &str,
+    ) -> Result<Checkout, GitError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.checkout_since(project, url, git_ref, job_id, now, &|| {
+            chrono::Utc::now().timestamp_millis()
+        })
+    }
+
+    /// [`Workspace::checkout`] for a job enqueued at `asked` (ms): a fetch of the
+    /// project that started at or after `asked` is shared instead of repeated.
+    /// `now` reads the same clock.
+    pub fn checkout_since(
+        &self,
+        project: &str,
+        url: &str,
+        git_ref: &str,
+        job_id: &str,
+        asked: i64,
+        now: &dyn Fn() -> i64,
     ) -> Result<Checkout, GitError> {
         let git = Git::new();
         let mirror = self.mirror(project);
@@ -126,23 +159,23 @@ impl Workspace {
                 std::fs::create_dir_all(&mirror).map_err(|e| io_err("create mirror", &e))?;
                 git.run(Some(&mirror), ["init", "--bare", "--quiet"])?;
             }
-            git.clone()
-                .with_timeout(self.fetch_timeout)
-                .with_credentials(self.credentials.as_deref())
-                .run(
-                    Some(&mirror),
-                    [
-                        "fetch",
-                        "--quiet",
-                        "--prune",
-                        "--force",
-                        "--",
-                        url,
-                        "+refs/heads/*:refs/remotes/origin/*",
-                        "+refs/tags/*:refs/tags/*",
-                    ],
-                )?;
-            resolve_ref(&git, &mirror, git_ref)?
+            let full_sha = git_ref.len() == 40 && git_ref.chars().all(|c| c.is_ascii_hexdigit());
+            if full_sha && let Ok(sha) = resolve_ref(&git, &mirror, git_ref) {
+                sha
+            } else {
+                let fresh = match self.fetched.lock() {
+                    Ok(m) => m.get(project).is_some_and(|t| *t > asked),
+                    Err(_) => false,
+                };
+                if !fresh {
+                    let started = now();
+                    self.fetch(&git, &mirror, url)?;
+                    if let Ok(mut m) = self.fetched.lock() {
+                        m.insert(project.to_owned(), started);
+                    }
+                }
+                resolve_ref(&git, &mirror, git_ref)?
+            }
         };
         let worktree = self.worktree_path(project, job_id);
         if worktree.exists() {
@@ -168,6 +201,28 @@ impl Workspace {
             ],
         )?;
         Ok(Checkout { sha, worktree })
+    }
+
+    fn fetch(&self, git: &Git, mirror: &Path, url: &str) -> Result<(), GitError> {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        git.clone()
+            .with_timeout(self.fetch_timeout)
+            .with_credentials(self.credentials.as_deref())
+            .run(
+                Some(mirror),
+                [
+                    "fetch",
+                    "--quiet",
+                    "--prune",
+                    "--force",
+                    "--",
+                    url,
+                    "+refs/heads/*:refs/remotes/origin/*",
+                    "+refs/tags/*:refs/tags/*",
+                ],
+            )
+            .map(|_| ())
     }
 
     /// Adds a worktree named `name` detached at `sha`, which the mirror already

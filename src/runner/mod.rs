@@ -515,7 +515,11 @@ impl Runner {
             job.git_ref.clone(),
             job.id.clone(),
         );
-        let checkout = tokio::task::spawn_blocking(move || ws.checkout(&p, &u, &r, &i)).await;
+        let (asked, clock) = (job.created_at, self.inner.clock.clone());
+        let checkout = tokio::task::spawn_blocking(move || {
+            ws.checkout_since(&p, &u, &r, &i, asked, &|| clock.now_ms())
+        })
+        .await;
         let checkout = match checkout {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {

@@ -743,3 +743,63 @@ async fn events_tell_queued_started_finished_in_order() {
     let err = f.runner.enqueue(bad_ref).await.unwrap_err();
     assert!(err.to_string().contains("not a valid"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_are_shared_and_skipped_for_known_commits() {
+    let f = Farm::new(
+        &[project_yaml(
+            "app",
+            Path::new("@SOURCE@"),
+            3,
+            &[(".", &[("a", "true"), ("b", "true"), ("c", "true")])],
+            60,
+        )],
+        3,
+        1 << 20,
+    );
+    // Three jobs enqueued together, before any fetch: one fetch serves them all.
+    let ids: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|c| f.enqueue("app", ".", c).0)
+        .collect();
+    // Their fetch starts after they were enqueued.
+    std::thread::sleep(Duration::from_millis(2));
+    let _loop = f.start();
+    f.runner.wake();
+    for id in &ids {
+        assert_eq!(f.finished(id).await.status, JobStatus::Succeeded);
+    }
+    assert_eq!(f.runner.workspace().fetch_count(), 1, "one shared fetch");
+    // A job for a full sha the mirror holds does not fetch at all.
+    let sha = f.job(&ids[0]).sha.unwrap();
+    let id = f.ledger(|l| {
+        let new = Catalog::new(l.snapshot().unwrap())
+            .new_job(&JobRequest {
+                project: "app".into(),
+                subproject: None,
+                recipe: "a".into(),
+                git_ref: Some(sha.clone()),
+                trigger: Trigger::Api,
+                schedule: None,
+            })
+            .unwrap();
+        l.enqueue_job(&new, chrono::Utc::now().timestamp_millis())
+            .unwrap()
+            .0
+            .id
+    });
+    f.runner.wake();
+    let done = f.finished(&id).await;
+    assert_eq!(done.sha.as_deref(), Some(sha.as_str()));
+    assert_eq!(
+        f.runner.workspace().fetch_count(),
+        1,
+        "no fetch for a known sha"
+    );
+    // A branch job enqueued now fetches again (the last fetch is older than it).
+    std::thread::sleep(Duration::from_millis(2));
+    let (id, _) = f.enqueue("app", ".", "b");
+    f.runner.wake();
+    f.finished(&id).await;
+    assert_eq!(f.runner.workspace().fetch_count(), 2);
+}
