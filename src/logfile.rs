@@ -42,10 +42,27 @@ pub fn append_line(path: &Path, line: &str) {
     }
 }
 
+/// Opens a log for reading if it is a regular file (never a device that reads
+/// forever).
+pub fn open_regular(path: &Path) -> Option<std::fs::File> {
+    let f = std::fs::File::open(path).ok()?;
+    f.metadata().ok().filter(|m| m.is_file())?;
+    Some(f)
+}
+
+/// The whole of a log, at most `max` bytes (empty when it is not a regular file).
+pub fn read_all(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if let Some(f) = open_regular(path) {
+        f.take(max).read_to_end(&mut buf)?;
+    }
+    Ok(buf)
+}
+
 /// The last `n` lines of a file, reading at most its last 256 KiB. A missing file
 /// has no lines.
 pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Some(mut f) = open_regular(path) else {
         return Vec::new();
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -54,7 +71,7 @@ pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
         return Vec::new();
     }
     let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
+    let _ = Read::by_ref(&mut f).take(256 * 1024).read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
     let mut lines: Vec<&str> = text.lines().collect();
     if start > 0 && !lines.is_empty() {
@@ -69,7 +86,7 @@ pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
 /// Up to `max` bytes of a file from `offset` (empty when there is nothing new or
 /// no file). Blocking.
 pub fn read_from(path: &Path, offset: u64, max: u64) -> Vec<u8> {
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Some(mut f) = open_regular(path) else {
         return Vec::new();
     };
     if f.seek(SeekFrom::Start(offset)).is_err() {

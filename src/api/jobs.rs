@@ -327,14 +327,15 @@ pub async fn log(
         return Ok((headers, [size_header], bytes).into_response());
     }
     if !follow {
+        let regular = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
         return match tokio::fs::File::open(&path).await {
-            Ok(f) => Ok((
+            Ok(f) if regular => Ok((
                 headers,
                 [size_header],
                 Body::from_stream(tokio_util::io::ReaderStream::new(f)),
             )
                 .into_response()),
-            Err(_) => Ok((headers, Body::empty()).into_response()),
+            _ => Ok((headers, Body::empty()).into_response()),
         };
     }
     // Subscribe before looking at the job: its end cannot slip between the two.

@@ -126,6 +126,14 @@ impl ApiError {
 
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
+        if e.is_full() {
+            tracing::error!(error = %e, "the ledger's disk is full");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "disk_full",
+                "the ledger's disk is full: nothing was changed; the farm goes on by itself once space is freed",
+            );
+        }
         tracing::error!(error = %e, "ledger error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

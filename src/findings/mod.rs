@@ -209,7 +209,10 @@ pub fn process_job(
     if matches!(job.status, JobStatus::Cancelled | JobStatus::Error) {
         return Ok(0);
     }
-    let bytes = std::fs::read(log_path).map_err(|e| format!("cannot read log: {e}"))?;
+    // Logs are capped when written; the bound here only guards against a log that
+    // is not a regular file.
+    let bytes =
+        crate::logfile::read_all(log_path, 1 << 32).map_err(|e| format!("cannot read log: {e}"))?;
     let log = String::from_utf8_lossy(&bytes);
     let language = job.recipe_snapshot["language"].as_str();
     let tracked = worktree.and_then(|w| tracked_files(w, &job.subproject));

@@ -75,6 +75,20 @@ pub enum LedgerError {
     },
 }
 
+impl LedgerError {
+    /// Whether SQLite refused because its disk (or its page limit) is full: the
+    /// farm waits for space instead of failing for good.
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+}
+
 /// A function that wraps a SQLite error with the ledger's path.
 pub(crate) fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + Copy + '_ {
     move |source| LedgerError::Sqlite {
@@ -208,6 +222,21 @@ impl Ledger {
     pub fn journal_mode(&self) -> Result<String, LedgerError> {
         self.conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Caps the ledger's size at `pages` pages (`PRAGMA max_page_count`), or lifts the
+    /// cap with a large value: how tests (and operators) try a full disk.
+    pub fn set_max_page_count(&self, pages: u64) -> Result<u64, LedgerError> {
+        self.conn
+            .pragma_update_and_check(None, "max_page_count", pages, |r| r.get::<_, u64>(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Pages the ledger uses now.
+    pub fn page_count(&self) -> Result<u64, LedgerError> {
+        self.conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
             .map_err(|e| self.err(e))
     }
 

@@ -441,15 +441,31 @@ impl Runner {
 
     /// Records a job's end, then publishes `JobFinished` with its findings.
     async fn finish(&self, id: &str, status: JobStatus, code: Option<i64>, error: Option<String>) {
-        let (id2, now) = (id.to_owned(), self.now_ms());
-        let r = self
-            .inner
-            .db
-            .write(move |l| {
-                l.finish_job(&id2, status, code, error.as_deref(), now)?;
-                l.get_job(&id2)
-            })
-            .await;
+        // A full disk is waited out (a minute at most here; the restart sweep
+        // settles what is still running after that).
+        let mut r;
+        let mut waited = 0;
+        loop {
+            let (id2, now, error) = (id.to_owned(), self.now_ms(), error.clone());
+            r = self
+                .inner
+                .db
+                .write(move |l| {
+                    l.finish_job(&id2, status, code, error.as_deref(), now)?;
+                    l.get_job(&id2)
+                })
+                .await;
+            match &r {
+                Err(e) if e.is_full() && waited < 60 => {
+                    if waited == 0 {
+                        tracing::error!(job = %id, "the ledger's disk is full; waiting to record the job's end");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    waited += 1;
+                }
+                _ => break,
+            }
+        }
         match r {
             Ok(Some(job)) => self.publish_finished(job).await,
             Ok(None) => {}
@@ -694,6 +710,14 @@ impl Runner {
                         );
                         logfile::append_line(&log, &msg);
                         (JobStatus::TimedOut, None, Some(msg))
+                    }
+                    process::Stop::LogFailed => {
+                        let msg = format!(
+                            "the job's log could not be written ({}); the job was stopped and the farm goes on",
+                            o.log_error.as_deref().unwrap_or("write failed")
+                        );
+                        logfile::append_line(&log, &msg);
+                        (JobStatus::Error, None, Some(msg))
                     }
                     process::Stop::Cancelled => {
                         let why = lock(&reason)

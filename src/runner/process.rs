@@ -45,6 +45,8 @@ pub enum Stop {
     TimedOut,
     /// It was cancelled and killed.
     Cancelled,
+    /// Its log could not be written (a full disk): it was stopped.
+    LogFailed,
 }
 
 /// What happened.
@@ -58,6 +60,8 @@ pub struct Outcome {
     pub output_bytes: u64,
     /// Whether SIGKILL was needed after the grace period.
     pub killed: bool,
+    /// Why the log could not be written, if it could not.
+    pub log_error: Option<String>,
 }
 
 /// A process of the group, read from `/proc`.
@@ -149,6 +153,7 @@ fn pump(
     log_path: &Path,
     cap: u64,
     mut masker: super::mask::Masker,
+    failed: watch::Sender<Option<String>>,
 ) -> (u64, bool) {
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -174,15 +179,21 @@ fn pump(
         };
         total += n as u64;
         let data = masker.feed(&buf[..n]);
-        if let Some(f) = file.as_mut() {
-            write_capped(f, &data, cap, &mut kept, &mut truncated);
+        if let Some(f) = file.as_mut()
+            && let Err(e) = write_capped(f, &data, cap, &mut kept, &mut truncated)
+        {
+            // A full disk: stop writing (the job is stopped), keep draining.
+            tracing::error!(log = %log_path.display(), error = %e, "cannot write job log");
+            failed.send_replace(Some(e.to_string()));
+            file = None;
         }
     }
     let rest = masker.finish();
     if let Some(f) = file.as_mut()
         && !rest.is_empty()
+        && let Err(e) = write_capped(f, &rest, cap, &mut kept, &mut truncated)
     {
-        write_capped(f, &rest, cap, &mut kept, &mut truncated);
+        failed.send_replace(Some(e.to_string()));
     }
     (total, truncated)
 }
@@ -194,21 +205,22 @@ fn write_capped(
     cap: u64,
     kept: &mut u64,
     truncated: &mut bool,
-) {
+) -> std::io::Result<()> {
     let n = data.len();
     let room = cap.saturating_sub(*kept);
     let take = (n as u64).min(room) as usize;
     if take > 0 {
-        let _ = f.write_all(&data[..take]);
+        f.write_all(&data[..take])?;
         *kept += take as u64;
     }
     if take < n && !*truncated {
         *truncated = true;
-        let _ = write!(
+        write!(
             f,
             "\n[crafting-table] log truncated at {cap} bytes (CRAFTING_LOG_CAP_BYTES); the job continues, its further output is discarded\n"
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Runs the command. `on_start` receives the process group id and the leader's
@@ -263,7 +275,9 @@ pub async fn run(
     let log_path = spec.log_path.clone();
     let cap = spec.log_cap;
     let masker = super::mask::Masker::new(spec.masked.clone());
-    let pump_task = tokio::task::spawn_blocking(move || pump(reader, &log_path, cap, masker));
+    let (failed_tx, mut failed) = watch::channel(None::<String>);
+    let pump_task =
+        tokio::task::spawn_blocking(move || pump(reader, &log_path, cap, masker, failed_tx));
 
     let stop = tokio::select! {
         status = child.wait() => {
@@ -273,6 +287,7 @@ pub async fn run(
         }
         () = tokio::time::sleep(spec.timeout) => Stop::TimedOut,
         () = async { while cancel.changed().await.is_ok() { if *cancel.borrow() { return; } } std::future::pending::<()>().await } => Stop::Cancelled,
+        () = async { while failed.changed().await.is_ok() { if failed.borrow().is_some() { return; } } std::future::pending::<()>().await } => Stop::LogFailed,
     };
     let mut killed = false;
     match stop {
@@ -282,7 +297,7 @@ pub async fn run(
                 killpg(pid, libc::SIGKILL);
             }
         }
-        Stop::TimedOut | Stop::Cancelled => {
+        Stop::TimedOut | Stop::Cancelled | Stop::LogFailed => {
             killpg(pid, libc::SIGTERM);
             let deadline = tokio::time::Instant::now() + spec.kill_grace;
             let mut leader_done = false;
@@ -325,10 +340,12 @@ pub async fn run(
             (0, false)
         }
     };
+    let log_error = failed.borrow().clone();
     Ok(Outcome {
         stop,
         truncated,
         output_bytes,
         killed,
+        log_error,
     })
 }

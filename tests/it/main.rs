@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod config;
 mod digest;
+mod disk;
 mod e2e;
 mod findings;
 mod helpers;
