@@ -27,6 +27,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use admin::verify_signature;
 pub use auth::{ensure_admin_token, hash_bearer, mint_bearer};
 
 use crate::clock::SharedClock;

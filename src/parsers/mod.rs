@@ -120,6 +120,9 @@ pub fn parse(input: &Input<'_>) -> Parsed {
             || (go && (govulncheck::is_message(v) || go_vet::is_report(v)))
             || toolchains::is_shellcheck(v)
             || toolchains::is_rubocop(v)
+            || (rust && toolchains::is_cargo_deny(v))
+            || toolchains::is_phpstan(v)
+            || toolchains::is_bundler_audit(v)
             || (go && toolchains::is_staticcheck(v))
     };
     let mut claimed = values.iter().any(known);
@@ -144,6 +147,12 @@ pub fn parse(input: &Input<'_>) -> Parsed {
             toolchains::from_shellcheck(v, &mut found);
         } else if toolchains::is_rubocop(v) {
             toolchains::from_rubocop(v, &mut found);
+        } else if rust && toolchains::is_cargo_deny(v) {
+            toolchains::from_cargo_deny(v, &mut found);
+        } else if toolchains::is_phpstan(v) {
+            toolchains::from_phpstan(v, &mut found);
+        } else if toolchains::is_bundler_audit(v) {
+            toolchains::from_bundler_audit(v, &mut found);
         } else if go && toolchains::is_staticcheck(v) {
             toolchains::from_staticcheck(v, &mut found);
         }

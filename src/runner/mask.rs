@@ -37,21 +37,23 @@ impl Masker {
         self.secrets.is_empty()
     }
 
-    fn replace_all(&self, data: &[u8]) -> Vec<u8> {
+    /// The data with every secret masked, and where the last match ended.
+    fn replace_all(&self, data: &[u8]) -> (Vec<u8>, usize) {
         let mut out = Vec::with_capacity(data.len());
-        let mut i = 0;
+        let (mut i, mut last_end) = (0, 0);
         'outer: while i < data.len() {
             for s in &self.secrets {
                 if data[i..].starts_with(s) {
                     out.extend_from_slice(MASK);
                     i += s.len();
+                    last_end = i;
                     continue 'outer;
                 }
             }
             out.push(data[i]);
             i += 1;
         }
-        out
+        (out, last_end)
     }
 
     /// Feeds a chunk; returns what can be written now.
@@ -61,32 +63,31 @@ impl Masker {
         }
         let mut data = std::mem::take(&mut self.held);
         data.extend_from_slice(chunk);
-        // Hold back the longest tail that is a proper prefix of a secret.
+        let (masked, last_end) = self.replace_all(&data);
+        // Hold back the longest tail, after the last whole match, that is a proper
+        // prefix of a secret: the next chunk decides it.
+        let tail = data.len() - last_end;
         let mut hold = 0;
         for s in &self.secrets {
-            for k in (1..s.len()).rev() {
-                if k <= data.len() && data.ends_with(&s[..k]) {
+            for k in (1..s.len().min(tail + 1)).rev() {
+                if data.ends_with(&s[..k]) {
                     hold = hold.max(k);
                     break;
                 }
             }
         }
-        // Mask the part that is decided; a secret that straddles the boundary is
-        // whole in `data`, so masking all of it first keeps it from being split.
-        let masked = self.replace_all(&data);
         if hold == 0 {
             return masked;
         }
-        // The held tail is unmasked raw bytes (a prefix of a secret, not a secret).
         let (emit, keep) = data.split_at(data.len() - hold);
         self.held = keep.to_vec();
-        self.replace_all(emit)
+        self.replace_all(emit).0
     }
 
     /// Everything still held (at the end of the stream).
     pub fn finish(&mut self) -> Vec<u8> {
         let held = std::mem::take(&mut self.held);
-        self.replace_all(&held)
+        self.replace_all(&held).0
     }
 }
 
@@ -119,5 +120,7 @@ mod tests {
             "*** ***"
         );
         assert_eq!(run(&[], &["plain"]), "plain");
+        // Found by the property test: a value right after itself, in one write.
+        assert_eq!(run(&["1a01"], &["1a011a01"]), "******");
     }
 }

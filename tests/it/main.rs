@@ -8,6 +8,7 @@ mod digest;
 mod disk;
 mod e2e;
 mod findings;
+mod fuzz;
 mod helpers;
 mod ledger;
 mod manifest;

@@ -476,6 +476,9 @@ const TOOLCHAIN_CASES: &[(&str, &str, i64, usize)] = &[
     ("staticcheck.log", "go", 1, 22),
     ("javac.log", "java", 0, 66),
     ("kotlinc.log", "kotlin", 0, 11),
+    ("cargo-deny.log", "rust", 7, 18),
+    ("phpstan.log", "php", 1, 7),
+    ("bundler-audit.log", "ruby", 1, 4),
 ];
 
 #[test]
