@@ -58,6 +58,14 @@ impl Tracked {
         if path.starts_with('/') {
             return None;
         }
+        let plain = !path.starts_with("./")
+            && !path.contains("/./")
+            && !path.contains("..")
+            && !path.contains("//");
+        if plain && (self.subproject == "." || self.subproject.is_empty()) {
+            // The common case, without building a normalised copy first.
+            return self.files.get(path).cloned();
+        }
         if self.subproject != "." && !self.subproject.is_empty() {
             let under = normalize(&format!("{}/{path}", self.subproject));
             if self.files.contains(&under) {
