@@ -226,9 +226,16 @@ impl Runner {
             }
             let log = self.log_path(&job.id);
             logfile::append_line(&log, ORPHAN_LINE);
-            if let Some(wt) = &job.worktree_path {
-                let ws = self.inner.workspace.clone();
-                let (project, wt) = (job.project.clone(), PathBuf::from(wt));
+            // The recorded worktree, or the one a crash mid-checkout left before it
+            // could be recorded (found by the crash soak).
+            let ws = self.inner.workspace.clone();
+            let wt = job
+                .worktree_path
+                .as_ref()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| ws.worktree_path(&job.project, &job.id));
+            if wt.exists() {
+                let project = job.project.clone();
                 let _ =
                     tokio::task::spawn_blocking(move || ws.remove_worktree(&project, &wt)).await;
             }
