@@ -445,6 +445,15 @@ fn the_generic_line_parser_adds_nothing_to_claimed_logs() {
 /// The tracked set a job of this capture would have: every path its lines name
 /// with a source extension (the parser's own filter is tested on noise above).
 fn tracked_of(log: &str, worktree: &str) -> crafting_table::parsers::lines::Tracked {
+    // MSBuild's paths come before `(line,col)`; the others before `:`.
+    let log = &log
+        .lines()
+        .map(|l| match l.split_once(".cs(") {
+            Some((p, _)) => format!("{}.cs:", p.trim_start_matches("/home/dev/Shop/")),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let exts = [".c", ".go", ".java", ".kt", ".sh", ".init", ".rb", ".cs"];
     let mut files = std::collections::HashSet::new();
     for line in log.lines() {
@@ -479,13 +488,20 @@ const TOOLCHAIN_CASES: &[(&str, &str, i64, usize)] = &[
     ("cargo-deny.log", "rust", 7, 18),
     ("phpstan.log", "php", 1, 7),
     ("bundler-audit.log", "ruby", 1, 4),
+    ("msbuild.log", "csharp", 1, 3),
+    ("swiftc.log", "swift", 1, 3),
 ];
 
 #[test]
 fn every_toolchain_of_the_image_gives_its_own_count() {
     for (file, lang, exit, count) in TOOLCHAIN_CASES {
         let log = capture(file);
-        let tracked = tracked_of(&log, "/tmp/fx");
+        let worktree = if *file == "msbuild.log" {
+            "/home/dev/Shop"
+        } else {
+            "/tmp/fx"
+        };
+        let tracked = tracked_of(&log, worktree);
         let parsed = parse(&Input {
             language: Some(lang),
             recipe: "lint",
