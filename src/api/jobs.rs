@@ -352,6 +352,7 @@ pub async fn log(
             offset: 0,
             ended,
             events,
+            wrote: state.runner.log_written(&job_id),
             job_id,
         },
         |mut f| async move {
@@ -365,6 +366,8 @@ pub async fn log(
                     // The final lines land before the job's end is published.
                     return None;
                 }
+                // Woken by the job's next write; the bound covers a write that
+                // landed between the read above and the wait.
                 f.ended = f.wait_for_end(Duration::from_millis(200)).await;
             }
         },
@@ -379,16 +382,30 @@ struct Follow {
     ended: bool,
     events: tokio::sync::broadcast::Receiver<std::sync::Arc<FarmEvent>>,
     job_id: String,
+    /// Woken by the job's own writes (while it runs in this process).
+    wrote: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl Follow {
-    /// Waits up to `d` for the job's end (new output is looked for after `d`);
+    /// Waits for new output (the job's own write), its end, or `d` at most;
     /// `true` once it ended.
     async fn wait_for_end(&mut self, d: Duration) -> bool {
         use tokio::sync::broadcast::error::RecvError;
         let deadline = tokio::time::Instant::now() + d;
+        let wrote = self.wrote.clone();
+        let written = async move {
+            match wrote {
+                Some(n) => n.notified().await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::pin!(written);
         loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+            let next = tokio::select! {
+                () = &mut written => return false,
+                r = tokio::time::timeout_at(deadline, self.events.recv()) => r,
+            };
+            match next {
                 Err(_) => return false,
                 Ok(Ok(e)) => {
                     if let FarmEvent::JobFinished { job, .. } = &*e

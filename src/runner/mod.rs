@@ -77,6 +77,7 @@ pub enum CancelResult {
 
 struct Running {
     project: String,
+    wrote: Arc<tokio::sync::Notify>,
     cancel: watch::Sender<bool>,
     reason: Arc<Mutex<Option<String>>>,
 }
@@ -193,6 +194,12 @@ impl Runner {
     /// Tells the dispatcher to look at the queue now (after an enqueue).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// A notification woken after each write to a running job's log (`None` when
+    /// the job does not run here).
+    pub fn log_written(&self, id: &str) -> Option<Arc<tokio::sync::Notify>> {
+        lock(&self.inner.running).get(id).map(|r| r.wrote.clone())
     }
 
     /// Ids of the jobs running in this process.
@@ -390,6 +397,7 @@ impl Runner {
                 job.id.clone(),
                 Running {
                     project: job.project.clone(),
+                    wrote: Arc::default(),
                     cancel: tx,
                     reason: reason.clone(),
                 },
@@ -664,6 +672,7 @@ impl Runner {
                 kill_grace: self.inner.cfg.kill_grace,
                 sandbox,
                 masked,
+                wrote: self.log_written(&job.id),
             };
             let db = self.inner.db.clone();
             let id = job.id.clone();

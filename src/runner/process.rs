@@ -34,6 +34,8 @@ pub struct ProcessSpec {
     pub sandbox: Option<Vec<String>>,
     /// Values masked as `***` in the log.
     pub masked: Vec<String>,
+    /// Woken after each write to the log (log followers wait on it).
+    pub wrote: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// Why the command stopped.
@@ -154,6 +156,7 @@ fn pump(
     cap: u64,
     mut masker: super::mask::Masker,
     failed: watch::Sender<Option<String>>,
+    wrote: Option<std::sync::Arc<tokio::sync::Notify>>,
 ) -> (u64, bool) {
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -186,6 +189,9 @@ fn pump(
             tracing::error!(log = %log_path.display(), error = %e, "cannot write job log");
             failed.send_replace(Some(e.to_string()));
             file = None;
+        }
+        if let Some(w) = &wrote {
+            w.notify_waiters();
         }
     }
     let rest = masker.finish();
@@ -276,8 +282,9 @@ pub async fn run(
     let cap = spec.log_cap;
     let masker = super::mask::Masker::new(spec.masked.clone());
     let (failed_tx, mut failed) = watch::channel(None::<String>);
+    let wrote = spec.wrote.clone();
     let pump_task =
-        tokio::task::spawn_blocking(move || pump(reader, &log_path, cap, masker, failed_tx));
+        tokio::task::spawn_blocking(move || pump(reader, &log_path, cap, masker, failed_tx, wrote));
 
     let stop = tokio::select! {
         status = child.wait() => {
