@@ -85,26 +85,27 @@ pub fn environment(
     env
 }
 
+/// The namespaces and base mounts of every sandbox: own PID and IPC namespaces,
+/// the host read-only, fresh `/dev` and `/proc`, a private `/tmp`.
+const BASE: &[&str] = &[
+    "--die-with-parent",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+    "--tmpfs",
+    "/tmp",
+];
+
 /// The `bwrap` arguments before the command.
 pub fn bwrap_args(settings: &Settings, job: &JobMounts, cwd: &Path) -> Vec<String> {
     let s = |p: &Path| p.display().to_string();
-    let mut a: Vec<String> = [
-        "--die-with-parent",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--tmpfs",
-        "/tmp",
-    ]
-    .iter()
-    .map(|x| (*x).to_owned())
-    .collect();
+    let mut a: Vec<String> = BASE.iter().map(|x| (*x).to_owned()).collect();
     if !job.network {
         a.push("--unshare-net".into());
     }
@@ -133,23 +134,8 @@ pub fn bwrap_args(settings: &Settings, job: &JobMounts, cwd: &Path) -> Vec<Strin
 /// Whether bwrap works here: runs `true` in the sandbox's namespaces.
 pub fn probe() -> Result<(), String> {
     let out = std::process::Command::new("bwrap")
-        .args([
-            "--die-with-parent",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-            "/bin/sh",
-            "-c",
-            "true",
-        ])
+        .args(BASE)
+        .args(["/bin/sh", "-c", "true"])
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("cannot run bwrap ({e}): install bubblewrap"))?;

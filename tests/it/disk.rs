@@ -4,24 +4,11 @@
 
 use std::time::Duration;
 
-use crafting_table::farm::{Farm, FarmOptions};
-use serde_json::{Value, json};
+use crafting_table::farm::FarmOptions;
+use serde_json::json;
 
 use crate::helpers::Repo;
-use crate::seams::{Client, start_with};
-
-async fn finished(farm: &Farm, api: &Client, id: &str) -> Value {
-    let mut events = farm.events.subscribe();
-    loop {
-        let (_, v) = api.call("GET", &format!("/jobs/{id}"), None).await;
-        if !["queued", "running"].contains(&v["job"]["status"].as_str().unwrap_or("")) {
-            return v;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), events.recv())
-            .await
-            .expect("the job ends");
-    }
-}
+use crate::seams::{Client, job_ended, start_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disks_stop_one_thing_not_the_farm() {
@@ -76,10 +63,10 @@ async fn full_disks_stop_one_thing_not_the_farm() {
     std::fs::write(&gate, "").unwrap();
     let first = first["job_id"].as_str().unwrap().to_owned();
     assert_eq!(
-        finished(&farm, &api, &first).await["job"]["status"],
+        job_ended(&farm, &api, &first).await["job"]["status"],
         "succeeded"
     );
-    let v = finished(&farm, &api, &second).await;
+    let v = job_ended(&farm, &api, &second).await;
     assert_eq!(v["job"]["status"], "error", "{v}");
     let why = v["job"]["error"].as_str().unwrap();
     assert!(
@@ -95,7 +82,7 @@ async fn full_disks_stop_one_thing_not_the_farm() {
         .await;
     let third = third["job_id"].as_str().unwrap().to_owned();
     assert_eq!(
-        finished(&farm, &api, &third).await["job"]["status"],
+        job_ended(&farm, &api, &third).await["job"]["status"],
         "succeeded"
     );
 
@@ -131,7 +118,7 @@ async fn full_disks_stop_one_thing_not_the_farm() {
         .await;
     let id = job["job_id"].as_str().unwrap().to_owned();
     assert_eq!(
-        finished(&farm, &api, &id).await["job"]["status"],
+        job_ended(&farm, &api, &id).await["job"]["status"],
         "succeeded"
     );
     farm.stop("test over").await;

@@ -8,29 +8,11 @@ use crafting_table::farm::{Farm, FarmOptions};
 use serde_json::{Value, json};
 
 use crate::helpers::Repo;
-use crate::seams::{Client, start_with};
+use crate::seams::{Client, run_to_end, start_with};
 
 async fn run(farm: &Farm, api: &Client, project: &str, recipe: &str) -> (Value, String) {
-    let mut events = farm.events.subscribe();
-    let (s, v) = api
-        .call(
-            "POST",
-            &format!("/projects/{project}/jobs"),
-            Some(json!({"recipe": recipe})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let id = v["job_id"].as_str().unwrap().to_owned();
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(60), events.recv())
-            .await
-            .expect("job finished")
-            .unwrap();
-        if matches!(&*e, FarmEvent::JobFinished { job, .. } if job.id == id) {
-            break;
-        }
-    }
-    let (_, job) = api.call("GET", &format!("/jobs/{id}"), None).await;
+    let job = run_to_end(farm, api, project, json!({"recipe": recipe})).await;
+    let id = job["job"]["id"].as_str().unwrap();
     let log = std::fs::read_to_string(farm.config.logs_dir().join(format!("{id}.log"))).unwrap();
     (job, output(&log))
 }

@@ -72,6 +72,30 @@ impl Client {
     }
 }
 
+/// Waits for job `id`'s end (an ended status stored, re-checked on each farm event)
+/// and returns `GET /jobs/{id}`.
+pub async fn job_ended(farm: &Farm, api: &Client, id: &str) -> Value {
+    let mut events = farm.events.subscribe();
+    loop {
+        let (_, v) = api.call("GET", &format!("/jobs/{id}"), None).await;
+        if !["queued", "running"].contains(&v["job"]["status"].as_str().unwrap_or("")) {
+            return v;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .expect("the job ends");
+    }
+}
+
+/// Enqueues `body` for `project` and waits for the job's end.
+pub async fn run_to_end(farm: &Farm, api: &Client, project: &str, body: Value) -> Value {
+    let (s, v) = api
+        .call("POST", &format!("/projects/{project}/jobs"), Some(body))
+        .await;
+    assert!(s == 201 || s == 200, "{v}");
+    job_ended(farm, api, v["job_id"].as_str().unwrap()).await
+}
+
 /// A "git server" that accepts connections and never says a word.
 pub fn silent_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
