@@ -6,9 +6,10 @@
 //!   removed when the job ends.
 //!
 //! Fetches into one project's mirror (and `gc`) are serialised by a per-project
-//! lock. Worktree adds run in parallel with each other but not with removals (an
-//! RwLock: git drops the mirror's `worktrees/` directory when the last worktree
-//! goes). The job's command runs outside both. Blocking: call from
+//! lock; worktree adds and removals by another (git drops the mirror's
+//! `worktrees/` directory when the last worktree goes, and an add reads every
+//! other worktree's admin directory, which a concurrent add leaves half-made).
+//! The job's command runs outside both. Blocking: call from
 //! `spawn_blocking`.
 
 use std::collections::HashMap;
@@ -23,9 +24,10 @@ use crate::git::{Git, GitError};
 pub struct Workspace {
     root: PathBuf,
     locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
-    /// Per project: worktree adds share it, removals and prunes take it alone
-    /// (git deletes the mirror's `worktrees/` directory when the last worktree
-    /// goes, which would break an add running at that moment).
+    /// Per project: worktree adds, removals and prunes take it alone (gc's scans
+    /// share it). git deletes the mirror's `worktrees/` directory when the last
+    /// worktree goes, and an add fails reading a half-made admin directory of a
+    /// concurrent add (found once fetches stopped spacing adds apart).
     trees: Arc<Mutex<HashMap<String, Arc<std::sync::RwLock<()>>>>>,
     /// Deadline of one fetch into a mirror.
     fetch_timeout: Duration,
@@ -185,7 +187,9 @@ impl Workspace {
         }
         let wt = worktree.display().to_string();
         let trees = self.trees(project);
-        let _shared = match trees.read() {
+        // Alone: a concurrent add leaves a half-made admin directory that git
+        // reads (and fails on) while it adds another worktree.
+        let _alone = match trees.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
@@ -236,7 +240,9 @@ impl Workspace {
         }
         let wt = worktree.display().to_string();
         let trees = self.trees(project);
-        let _shared = match trees.read() {
+        // Alone: a concurrent add leaves a half-made admin directory that git
+        // reads (and fails on) while it adds another worktree.
+        let _alone = match trees.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };

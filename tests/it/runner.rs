@@ -767,7 +767,14 @@ async fn fetches_are_shared_and_skipped_for_known_commits() {
     let _loop = f.start();
     f.runner.wake();
     for id in &ids {
-        assert_eq!(f.finished(id).await.status, JobStatus::Succeeded);
+        let j = f.finished(id).await;
+        assert_eq!(
+            j.status,
+            JobStatus::Succeeded,
+            "{:?}\n{}",
+            j.error,
+            f.log(id)
+        );
     }
     assert_eq!(f.runner.workspace().fetch_count(), 1, "one shared fetch");
     // A job for a full sha the mirror holds does not fetch at all.
