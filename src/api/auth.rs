@@ -132,6 +132,15 @@ impl Caller {
         }
     }
 
+    /// Whether this caller may see the project named `name`; a project that no
+    /// longer exists is visible to admins only.
+    pub fn can_see_named(&self, ledger: &Ledger, name: &str) -> Result<bool, LedgerError> {
+        Ok(match ledger.get_project(name)? {
+            Some(p) => self.can_see(&p),
+            None => self.is_admin,
+        })
+    }
+
     /// The projects this caller may see (`None` for admins: all).
     pub fn visible_projects(&self, ledger: &Ledger) -> Result<Option<Vec<String>>, LedgerError> {
         if self.is_admin {

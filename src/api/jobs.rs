@@ -209,11 +209,7 @@ pub async fn visible_job(state: &AppState, caller: &Caller, id: &str) -> Result<
             let Some(job) = l.get_job(&i)? else {
                 return Ok(None);
             };
-            let visible = match l.get_project(&job.project)? {
-                Some(p) => c.can_see(&p),
-                None => c.is_admin,
-            };
-            Ok(visible.then_some(job))
+            Ok(c.can_see_named(l, &job.project)?.then_some(job))
         })
         .await?;
     found.ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))

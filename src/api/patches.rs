@@ -167,11 +167,7 @@ async fn visible_patch(
             let Some((p, project)) = l.get_patch(n)? else {
                 return Ok(None);
             };
-            let visible = match l.get_project(&project)? {
-                Some(pr) => c.can_see(&pr),
-                None => c.is_admin,
-            };
-            Ok(visible.then_some(p))
+            Ok(c.can_see_named(l, &project)?.then_some(p))
         })
         .await?;
     found.ok_or_else(|| ApiError::not_found(format!("no patch attempt `{id}`")))
