@@ -369,6 +369,19 @@ impl NotifyEvent {
         NotifyEvent::CveFound,
         NotifyEvent::PatchDrafted,
     ];
+
+    /// The name manifests and JSON use for this event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::AuditPass => "audit_pass",
+            NotifyEvent::AuditFail => "audit_fail",
+            NotifyEvent::TestFail => "test_fail",
+            NotifyEvent::LintWarn => "lint_warn",
+            NotifyEvent::CveFound => "cve_found",
+            NotifyEvent::PatchDrafted => "patch_drafted",
+            NotifyEvent::NightlySummary => "nightly_summary",
+        }
+    }
 }
 
 /// Who gets the daily digest for which projects.
@@ -492,5 +505,29 @@ impl<'de> Deserialize<'de> for Emails {
             Ok(one) => Emails::One(one),
             Err(many) => Emails::Many(many),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NotifyEvent;
+
+    #[test]
+    fn notify_event_names_match_their_serde_names() {
+        let all = [
+            NotifyEvent::AuditPass,
+            NotifyEvent::AuditFail,
+            NotifyEvent::TestFail,
+            NotifyEvent::LintWarn,
+            NotifyEvent::CveFound,
+            NotifyEvent::PatchDrafted,
+            NotifyEvent::NightlySummary,
+        ];
+        for e in all {
+            assert_eq!(
+                serde_json::to_value(e).ok(),
+                Some(serde_json::Value::String(e.as_str().to_owned()))
+            );
+        }
     }
 }

@@ -74,16 +74,7 @@ fn text_section(out: &mut String, p: &ProjectSection) {
     if !p.jobs.is_empty() {
         let _ = writeln!(out, "Jobs:");
         for j in &p.jobs {
-            let events: Vec<String> = j
-                .events
-                .iter()
-                .map(|e| {
-                    serde_json::to_value(e)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
-                })
-                .collect();
+            let events: Vec<&str> = j.events.iter().map(|e| e.as_str()).collect();
             let _ = writeln!(
                 out,
                 "  {} {} in {} at {}: {}{}{}  [{}]\n    {}",
@@ -209,16 +200,7 @@ pub fn html(c: &DigestContent) -> String {
         if !p.jobs.is_empty() {
             out.push_str("<table>\n<tr><th>command</th><th>subproject</th><th>sha</th><th>status</th><th>duration</th><th>events</th></tr>\n");
             for j in &p.jobs {
-                let events: Vec<String> = j
-                    .events
-                    .iter()
-                    .map(|e| {
-                        serde_json::to_value(e)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default()
-                    })
-                    .collect();
+                let events: Vec<&str> = j.events.iter().map(|e| e.as_str()).collect();
                 let _ = writeln!(
                     out,
                     "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
