@@ -32,6 +32,8 @@ for _ in $(seq 1 200); do curl -sf http://127.0.0.1:8810/healthz >/dev/null && b
 for _ in $(seq 1 100); do grep -q "try       curl" "$work/serve.out" && break; sleep 0.1; done
 grep -q "try       curl" "$work/serve.out"
 grep -q "registry .*applied" "$work/serve.out"
+# The quickstart runs with the default job sandbox, as a user gets it.
+grep -q "sandbox   bwrap" "$work/serve.out"
 
 echo "-- quickstart, second terminal"
 block "## Quickstart: from a fresh clone to findings" 1 >"$work/second.sh"

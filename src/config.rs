@@ -434,7 +434,7 @@ impl Config {
             Ok(n)
         })?;
         let log_cap_bytes = src.parsed("log_cap_bytes", 64 * 1024 * 1024, positive)?;
-        let sandbox = src.parsed("sandbox", "none".to_owned(), |s| match s {
+        let sandbox = src.parsed("sandbox", "bwrap".to_owned(), |s| match s {
             "none" | "bwrap" | "required" => Ok(s.to_owned()),
             _ => Err("is not one of none, bwrap, required".to_owned()),
         })?;

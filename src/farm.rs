@@ -108,6 +108,8 @@ pub struct Farm {
     pub admin_minted: bool,
     /// Jobs a previous process left running that start-up failed.
     pub swept: usize,
+    /// How jobs are isolated, in words (the banner's `sandbox` line).
+    pub sandbox: String,
     tasks: Vec<(&'static str, JoinHandle<String>)>,
     shutdown: Arc<Notify>,
     _watcher: Option<Watcher>,
@@ -177,8 +179,11 @@ impl Farm {
                 Some(p)
             }
         };
+        let mut sandbox_words =
+            "bwrap (own PID, IPC and mount namespaces; data directory hidden)".to_owned();
         let sandbox = match cfg.sandbox.as_str() {
             "none" => {
+                sandbox_words = "off (CRAFTING_SANDBOX=none)".to_owned();
                 tracing::info!(
                     "job sandbox off (CRAFTING_SANDBOX=none): commands run as the farm's user and see what it sees"
                 );
@@ -205,6 +210,7 @@ impl Farm {
                 }
                 Err(why) => {
                     tracing::warn!("job sandbox unavailable, commands run unsandboxed: {why}");
+                    sandbox_words = format!("UNAVAILABLE, jobs run unsandboxed: {why}");
                     crate::runner::sandbox::Mode::None
                 }
             },
@@ -391,6 +397,7 @@ impl Farm {
         }));
 
         Ok(Farm {
+            sandbox: sandbox_words,
             addr,
             config,
             db,

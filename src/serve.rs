@@ -50,6 +50,7 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
         farm.admin_minted,
         &farm.registry,
         &first_line,
+        &farm.sandbox,
     );
 
     let result = tokio::select! {
@@ -108,6 +109,7 @@ fn print_banner(
     minted: bool,
     registry: &Registry,
     first: &str,
+    sandbox: &str,
 ) {
     let data_dir: &Path = &cfg.data_dir;
     let bearer = cfg.admin_bearer_path();
@@ -129,6 +131,7 @@ fn print_banner(
         }
     );
     println!("  registry  {}  {first}", registry.describe());
+    println!("  sandbox   {sandbox}");
     println!(
         "  try       curl -s -X POST {url}/projects/crafting-table/jobs -H \"Authorization: Bearer $(cat {})\" -H 'content-type: application/json' -d '{{\"recipe\":\"lint\"}}'",
         rel_bearer.display()

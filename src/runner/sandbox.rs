@@ -54,6 +54,9 @@ pub fn admin_dir(worktree: &Path) -> Option<PathBuf> {
     Some(PathBuf::from(dir))
 }
 
+/// Variables naming a toolchain root that defaults to a directory of `HOME`.
+const USER_TOOL_ROOTS: &[(&str, &str)] = &[("RUSTUP_HOME", ".rustup"), ("PYENV_ROOT", ".pyenv")];
+
 /// The environment of a sandboxed command: built, never inherited.
 pub fn environment(
     settings: &Settings,
@@ -73,6 +76,18 @@ pub fn environment(
         env.insert("TZ".to_owned(), tz);
     }
     env.insert("HOME".to_owned(), home.display().to_string());
+    // Toolchains the farm's user installed under its own home (rustup, pyenv) stay
+    // usable, read-only, although the job gets another `HOME`.
+    let farm_home = std::env::var_os("HOME").map(PathBuf::from);
+    for (name, dir) in USER_TOOL_ROOTS {
+        let root = std::env::var_os(name)
+            .map(PathBuf::from)
+            .or_else(|| farm_home.as_ref().map(|h| h.join(dir)))
+            .filter(|p| p.is_dir());
+        if let Some(root) = root {
+            env.insert((*name).to_owned(), root.display().to_string());
+        }
+    }
     for name in &settings.pass_env {
         if name.starts_with("CRAFTING_") {
             continue; // never a farm setting

@@ -47,7 +47,10 @@ impl App {
         source.write("README.md", "hi\n").commit("one");
         let reg = tmp.path().join("registry");
         std::fs::create_dir(&reg).unwrap();
-        let gate = tmp.path().join("gate");
+        // The gate lives where sandboxed jobs can see it (their /tmp is private).
+        let gates = tmp.path().join("gates");
+        std::fs::create_dir(&gates).unwrap();
+        let gate = gates.join("gate");
         std::fs::write(
             reg.join("team.yaml"),
             format!(
@@ -64,6 +67,7 @@ impl App {
             ("CRAFTING_LAN_CIDRS", opts.lan.to_owned()),
             ("CRAFTING_WORKERS", "4".to_owned()),
             ("CRAFTING_BIND", "127.0.0.1:0".to_owned()),
+            ("CRAFTING_SANDBOX_WRITABLE", gates.display().to_string()),
         ]
         .into_iter()
         .chain(
@@ -101,7 +105,7 @@ impl App {
     }
 
     pub fn gate(&self) -> std::path::PathBuf {
-        self.tmp.path().join("gate")
+        self.tmp.path().join("gates/gate")
     }
 
     pub async fn call(

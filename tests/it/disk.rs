@@ -15,7 +15,10 @@ async fn full_disks_stop_one_thing_not_the_farm() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = Repo::new();
     repo.write("README.md", "x\n").commit("one");
-    let gate = tmp.path().join("gate");
+    // The gate lives where sandboxed jobs can see it (their /tmp is private).
+    let gates = tmp.path().join("gates");
+    std::fs::create_dir(&gates).unwrap();
+    let gate = gates.join("gate");
     let reg = tmp.path().join("registry");
     std::fs::create_dir(&reg).unwrap();
     std::fs::write(
@@ -29,7 +32,10 @@ async fn full_disks_stop_one_thing_not_the_farm() {
     .unwrap();
     let farm = start_with(
         &tmp.path().join("data"),
-        &[("CRAFTING_REGISTRY", reg.display().to_string())],
+        &[
+            ("CRAFTING_REGISTRY", reg.display().to_string()),
+            ("CRAFTING_SANDBOX_WRITABLE", gates.display().to_string()),
+        ],
         FarmOptions {
             kill_grace: Duration::from_secs(2),
             ..FarmOptions::default()

@@ -213,29 +213,55 @@ async fn first_ten_minutes_from_clone_to_findings() {
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }
 
+/// Host pids of live processes whose command line is exactly `argv`.
+fn pids_with(argv: &str) -> Vec<i32> {
+    let want: Vec<u8> = argv.split(' ').flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let alive =
+                crafting_table::runner::process::proc_info(pid).is_some_and(|p| p.state != 'Z');
+            (alive && cmdline == want).then_some(pid)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_mid_job_is_swept_on_restart() {
+    // In the sandbox (the default) the job's processes die with the farm; without
+    // it they outlive the crash and the restart sweep kills them. Either way the
+    // job ends failed, swept, and nothing of it survives.
+    crash_mid_job(None, 4711).await;
+    crash_mid_job(Some("none"), 4712).await;
+}
+
+async fn crash_mid_job(sandbox: Option<&str>, secs: u32) {
     let tmp = tempfile::tempdir().unwrap();
     let src = crate::helpers::Repo::new();
     src.write("README.md", "x\n").commit("one");
     let reg = tmp.path().join("registry");
     std::fs::create_dir(&reg).unwrap();
-    let pidfile = tmp.path().join("pids");
+    let marker = format!("sleep {secs}");
     std::fs::write(
         reg.join("p.yaml"),
         format!(
-            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n        hang: 'sleep 600 & echo $! >> {p}; echo $$ >> {p}; wait'\n        quick: echo quick done\n",
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n        hang: '{marker} & {marker}; wait'\n        quick: echo quick done\n",
             src.path.display(),
-            p = pidfile.display()
         ),
     )
     .unwrap();
     let data = tmp.path().join("data");
     let reg_s = reg.display().to_string();
-    let env = [
+    let mut env = vec![
         ("CRAFTING_REGISTRY", reg_s.as_str()),
         ("CRAFTING_WORKERS", "1"),
     ];
+    if let Some(mode) = sandbox {
+        env.push(("CRAFTING_SANDBOX", mode));
+    }
     let mut farm = Farm::start(tmp.path(), &data, &env);
     let (_, v) = call(
         &farm,
@@ -253,24 +279,25 @@ async fn crash_mid_job_is_swept_on_restart() {
     )
     .await;
     let quick = v["job_id"].as_str().unwrap().to_owned();
-    // Wait until the hanging job's processes exist, then kill the farm hard.
+    // Wait until the hanging job's two sleeps exist, then kill the farm hard.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let pids: Vec<i32> = loop {
-        let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
-        let p: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let pids = loop {
+        let p = pids_with(&marker);
         if p.len() == 2 {
             break p;
         }
-        assert!(Instant::now() < deadline, "job never started");
+        assert!(Instant::now() < deadline, "job never started: {p:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let status = farm.signal(libc::SIGKILL);
     assert!(!status.success());
-    for pid in &pids {
-        assert!(
-            Path::new(&format!("/proc/{pid}")).exists(),
-            "the job's process {pid} outlived the crash"
-        );
+    if sandbox == Some("none") {
+        for pid in &pids {
+            assert!(
+                Path::new(&format!("/proc/{pid}")).exists(),
+                "the job's process {pid} outlived the crash"
+            );
+        }
     }
 
     let farm = Farm::start(tmp.path(), &data, &env);
@@ -281,14 +308,11 @@ async fn crash_mid_job_is_swept_on_restart() {
         v["log_tail"].as_array().unwrap().last().unwrap(),
         "[crafting-table] runner restart, job orphaned"
     );
-    for pid in &pids {
-        let alive =
-            crafting_table::runner::process::proc_info(*pid).is_some_and(|p| p.state != 'Z');
-        assert!(
-            !alive,
-            "process {pid} of the orphaned job survived the restart"
-        );
-    }
+    assert_eq!(
+        pids_with(&marker),
+        Vec::<i32>::new(),
+        "a process of the orphaned job survived the restart ({sandbox:?})"
+    );
     let v = wait_status(
         &farm,
         &quick,
