@@ -28,6 +28,7 @@ const KEYS: &[&str] = &[
     "git_credentials",
     "bind",
     "lan_cidrs",
+    "trusted_proxies",
     "workers",
     "log_cap_bytes",
     "sandbox",
@@ -181,6 +182,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Networks allowed to connect at all.
     pub lan_cidrs: Vec<IpNet>,
+    /// Peers whose `Forwarded` / `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
     /// Jobs that run at once.
     pub workers: usize,
     /// Largest job log kept, in bytes; the rest is cut with a marker line.
@@ -426,6 +429,13 @@ impl Config {
             parse_cidrs(DEFAULT_LAN_CIDRS).unwrap_or_default(),
             parse_cidrs,
         )?;
+        let trusted_proxies = src.parsed("trusted_proxies", Vec::new(), |s| {
+            if s.trim().is_empty() {
+                Ok(Vec::new())
+            } else {
+                parse_cidrs(s)
+            }
+        })?;
         let workers = src.parsed("workers", cpus.max(1), |s| {
             let n: usize = positive(s)?;
             if n > 1024 {
@@ -580,6 +590,7 @@ impl Config {
             git_credentials,
             bind,
             lan_cidrs,
+            trusted_proxies,
             workers,
             log_cap_bytes,
             sandbox,

@@ -244,10 +244,19 @@ impl FarmTools {
                     .extensions
                     .get::<axum::http::request::Parts>()
                     .ok_or("no HTTP request behind this call")?;
+                // The client as the API's front door saw it (behind a trusted
+                // proxy, the forwarded address), so the tool calls are checked
+                // against the same networks.
                 let peer = parts
                     .extensions
-                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                    .map(|c| c.0)
+                    .get::<crate::api::ClientAddr>()
+                    .map(|c| std::net::SocketAddr::new(c.ip, 0))
+                    .or_else(|| {
+                        parts
+                            .extensions
+                            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                            .map(|c| c.0)
+                    })
                     .ok_or("no peer address behind this call")?;
                 Ok(Client::local(router.clone(), peer, bearer_of(parts)))
             }

@@ -81,14 +81,141 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Refuses connections from outside `CRAFTING_LAN_CIDRS` before anything else.
-pub async fn lan_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Who is calling, as far as the farm can tell: the TCP peer, or — when the peer is
+/// one of `CRAFTING_TRUSTED_PROXIES` — the rightmost hop of `Forwarded` /
+/// `X-Forwarded-For` that is not itself a trusted proxy. Set on every request by
+/// [`lan_only`]; the LAN allowlist and per-token networks check this address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// Whether the client reached the farm over TLS (said by a trusted proxy's
+    /// `X-Forwarded-Proto: https` or `Forwarded: proto=https`).
+    pub tls: bool,
+}
+
+/// The client behind `peer`: `Err` names the header that could not be believed.
+pub fn client_addr(
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Result<ClientAddr, String> {
+    let peer = canonical_ip(peer);
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Ok(ClientAddr {
+            ip: peer,
+            tls: false,
+        });
+    }
+    let text = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect()
+    };
+    // Hops, nearest last; `Forwarded` (RFC 7239) wins over `X-Forwarded-*`.
+    let forwarded = text("forwarded");
+    let (hops, protos): (Vec<String>, Vec<String>) = if forwarded.is_empty() {
+        let hops = text("x-forwarded-for")
+            .iter()
+            .flat_map(|v| {
+                v.split(',')
+                    .map(|h| h.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let protos = text("x-forwarded-proto")
+            .iter()
+            .flat_map(|v| {
+                v.split(',')
+                    .map(|h| h.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        (hops, protos)
+    } else {
+        let mut hops = Vec::new();
+        let mut protos = Vec::new();
+        for element in forwarded.iter().flat_map(|v| v.split(',')) {
+            let mut hop = None;
+            for pair in element.split(';') {
+                let Some((k, v)) = pair.split_once('=') else {
+                    continue;
+                };
+                let v = v.trim().trim_matches('"').to_owned();
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "for" => hop = Some(v),
+                    "proto" => protos.push(v),
+                    _ => {}
+                }
+            }
+            hops.push(hop.unwrap_or_default());
+        }
+        (hops, protos)
+    };
+    let header = if forwarded.is_empty() {
+        "X-Forwarded-For"
+    } else {
+        "Forwarded"
+    };
+    let tls = protos
+        .last()
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let ip = parse_hop(hop).ok_or_else(|| {
+            format!("the request came through a trusted proxy, but its {header} hop `{hop}` is not an IP address")
+        })?;
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Ok(ClientAddr { ip: client, tls })
+}
+
+/// An address of a forwarding header: `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80`
+/// or a bare IPv6 address.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical_ip(ip));
+    }
+    if let Ok(sa) = hop.parse::<SocketAddr>() {
+        return Some(canonical_ip(sa.ip()));
+    }
+    hop.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
+        .map(canonical_ip)
+}
+
+/// Refuses connections from outside `CRAFTING_LAN_CIDRS` before anything else, and
+/// records who the client is ([`ClientAddr`]) for the checks after it.
+pub async fn lan_only(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| canonical_ip(c.0.ip()));
-    let allowed = peer.is_some_and(|ip| state.config.lan_cidrs.iter().any(|n| n.contains(&ip)));
-    if !allowed {
+        .map(|c| c.0.ip());
+    let client = match peer {
+        None => Err("the connection has no peer address".to_owned()),
+        Some(peer) => client_addr(peer, req.headers(), &state.config.trusted_proxies),
+    };
+    let client = match client {
+        Ok(c) => c,
+        Err(msg) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_forwarding", &msg).into_response();
+        }
+    };
+    if !state
+        .config
+        .lan_cidrs
+        .iter()
+        .any(|n| n.contains(&client.ip))
+    {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "not_on_lan",
@@ -96,6 +223,7 @@ pub async fn lan_only(State(state): State<AppState>, req: Request, next: Next) -
         )
         .into_response();
     }
+    req.extensions_mut().insert(client);
     next.run(req).await
 }
 
@@ -186,11 +314,8 @@ impl FromRequestParts<AppState> for Caller {
             .await?
             .ok_or_else(|| unauthorized("unknown or revoked token"))?;
         if !token.ip_cidrs.is_empty() {
-            let peer = parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| canonical_ip(c.0.ip()));
-            let ok = peer.is_some_and(|ip| {
+            let client = parts.extensions.get::<ClientAddr>().map(|c| c.ip);
+            let ok = client.is_some_and(|ip| {
                 token
                     .ip_cidrs
                     .iter()

@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+pub use auth::{ClientAddr, client_addr};
 mod digests;
 mod jobs;
 pub mod openapi;

@@ -25,6 +25,7 @@ pub struct App {
 pub struct Opts {
     pub lan: &'static str,
     pub secret: Option<&'static str>,
+    pub trusted_proxies: &'static str,
 }
 
 impl Default for Opts {
@@ -32,6 +33,7 @@ impl Default for Opts {
         Opts {
             lan: "127.0.0.0/8",
             secret: None,
+            trusted_proxies: "",
         }
     }
 }
@@ -65,6 +67,7 @@ impl App {
             ("CRAFTING_DATA_DIR", data.display().to_string()),
             ("CRAFTING_REGISTRY", reg.display().to_string()),
             ("CRAFTING_LAN_CIDRS", opts.lan.to_owned()),
+            ("CRAFTING_TRUSTED_PROXIES", opts.trusted_proxies.to_owned()),
             ("CRAFTING_WORKERS", "4".to_owned()),
             ("CRAFTING_BIND", "127.0.0.1:0".to_owned()),
             ("CRAFTING_SANDBOX_WRITABLE", gates.display().to_string()),
@@ -364,7 +367,7 @@ async fn tokens_mint_list_revoke_and_networks() {
 async fn lan_allowlist_refuses_before_auth() {
     let app = App::spawn_with(Opts {
         lan: "10.0.0.0/8",
-        secret: None,
+        ..Opts::default()
     })
     .await;
     let (s, v) = app.call("GET", "/healthz", None, None).await;
@@ -372,6 +375,108 @@ async fn lan_allowlist_refuses_before_auth() {
     assert_error(&v, "not_on_lan");
     let (s, _) = app.get("/projects", &app.admin).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // A forwarding header from a peer that is not a trusted proxy changes nothing.
+    let s = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("forwarded", "for=10.1.2.3")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_forward_the_client_address() {
+    // The test's loopback peer plays a reverse proxy; clients are on 10/8.
+    let app = App::spawn_with(Opts {
+        lan: "10.0.0.0/8,127.0.0.1/32",
+        trusted_proxies: "127.0.0.1/32,192.168.77.0/24",
+        ..Opts::default()
+    })
+    .await;
+    let status = |headers: Vec<(&'static str, &'static str)>, bearer: Option<String>| {
+        let mut req = app.client.get(format!("{}/projects", app.base));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let s = r.status();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let admin = || Some(app.admin.clone());
+    // No header: the proxy itself is the client (and it is on the allowlist).
+    assert_eq!(status(vec![], admin()).await.0, StatusCode::OK);
+    // The forwarded client decides the allowlist, not the proxy.
+    let (s, v) = status(vec![("x-forwarded-for", "8.8.8.8")], admin()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_error(&v, "not_on_lan");
+    assert_eq!(
+        status(vec![("x-forwarded-for", "10.1.2.3")], admin())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Rightmost untrusted hop: a client cannot hide behind a LAN address it wrote
+    // itself; trusted hops (another proxy) are skipped.
+    let (s, _) = status(vec![("x-forwarded-for", "10.1.2.3, 8.8.8.8")], admin()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        status(
+            vec![("x-forwarded-for", "8.8.8.8, 10.1.2.3, 192.168.77.5")],
+            admin()
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    // RFC 7239 `Forwarded` wins over X-Forwarded-For, with ports and IPv6 forms.
+    assert_eq!(
+        status(
+            vec![
+                ("forwarded", "for=\"10.1.2.3:4711\";proto=https"),
+                ("x-forwarded-for", "8.8.8.8")
+            ],
+            admin()
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (s, _) = status(vec![("forwarded", "for=\"[2001:db8::1]:80\"")], admin()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A hop that is not an address is refused, naming the header.
+    let (s, v) = status(vec![("forwarded", "for=unknown")], admin()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Forwarded"),
+        "{v}"
+    );
+    // Per-token networks see the forwarded client too.
+    let bob = app.mint("bob", false, &["10.9.0.0/16"]).await;
+    assert_eq!(
+        status(vec![("x-forwarded-for", "10.9.1.1")], Some(bob.clone()))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(vec![("x-forwarded-for", "10.1.2.3")], Some(bob.clone()))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status(vec![], Some(bob)).await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -801,8 +906,8 @@ async fn registry_routes_and_webhook_signatures() {
     use hmac::Mac;
     let secret = "s3cret";
     let app = App::spawn_with(Opts {
-        lan: "127.0.0.0/8",
         secret: Some(secret),
+        ..Opts::default()
     })
     .await;
     let team = app.mint("team-a", false, &[]).await;
