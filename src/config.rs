@@ -36,6 +36,7 @@ const KEYS: &[&str] = &[
     "sandbox_pass_env",
     "retain_days",
     "retain_runs",
+    "warm_idle_secs",
     "smtp_host",
     "smtp_port",
     "smtp_user",
@@ -199,6 +200,8 @@ pub struct Config {
     pub retain_days: u64,
     /// Runs beyond the latest this many of their command lose their log and findings.
     pub retain_runs: u64,
+    /// Seconds an idle warm worktree is kept before gc removes it.
+    pub warm_idle_secs: u64,
     /// Digest delivery, when configured.
     pub smtp: Option<SmtpConfig>,
     /// Default digest time (`HH:MM`) of projects' own `notify` blocks.
@@ -465,6 +468,7 @@ impl Config {
         let sandbox_pass_env = src.parsed("sandbox_pass_env", Vec::new(), |s| Ok(list(s)))?;
         let retain_days = src.parsed("retain_days", 90u64, positive)?;
         let retain_runs = src.parsed("retain_runs", 100u64, positive)?;
+        let warm_idle_secs = src.parsed("warm_idle_secs", 3600u64, positive)?;
 
         let smtp_tls = src.parsed("smtp_tls", SmtpTls::None, parse_tls)?;
         let smtp_port = src.parsed(
@@ -598,6 +602,7 @@ impl Config {
             sandbox_pass_env,
             retain_days,
             retain_runs,
+            warm_idle_secs,
             smtp,
             digest_time,
             digest_timezone,

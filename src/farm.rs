@@ -369,6 +369,7 @@ impl Farm {
                     days: config.retain_days,
                     runs: config.retain_runs,
                 },
+                Duration::from_secs(config.warm_idle_secs),
             )),
         ));
         tasks.push(("digest", tokio::spawn(digests.clone().run_fires())));

@@ -85,10 +85,28 @@ pub async fn prune(
     Ok(report)
 }
 
-/// Runs gc every [`INTERVAL`], forever.
-pub async fn run(runner: Runner, retention: Retention) -> String {
+/// Runs gc every [`INTERVAL`], and the warm-worktree sweep every quarter of
+/// `warm_idle` (between 1 s and 5 min), forever.
+pub async fn run(runner: Runner, retention: Retention, warm_idle: Duration) -> String {
+    let start = tokio::time::Instant::now();
+    let mut full = tokio::time::interval_at(start + INTERVAL, INTERVAL);
+    let warm_every = (warm_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+    let mut warm = tokio::time::interval_at(start + warm_every, warm_every);
+    warm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(INTERVAL).await;
+        tokio::select! {
+            _ = full.tick() => {}
+            _ = warm.tick() => {
+                let ws = runner.workspace().clone();
+                let removed = tokio::task::spawn_blocking(move || ws.gc_warm(warm_idle))
+                    .await
+                    .unwrap_or(0);
+                if removed > 0 {
+                    tracing::info!(removed, "idle warm worktrees removed");
+                }
+                continue;
+            }
+        }
         let ws = runner.workspace().clone();
         let active = runner.running_ids();
         let (removed, collected) = tokio::task::spawn_blocking(move || {

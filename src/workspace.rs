@@ -1,9 +1,18 @@
-//! Workspace: one bare mirror per project and one fresh worktree per job.
+//! Workspace: one bare mirror per project, and worktrees for jobs — warm ones kept
+//! between jobs, or a fresh one per job.
 //!
 //! Layout under `$CRAFTING_WORKSPACE_DIR`:
 //! - `<project>/.cache` — bare mirror of the project's repository;
-//! - `<project>/<job-id>` — the job's worktree, detached at the resolved sha,
-//!   removed when the job ends.
+//! - `<project>/.warm/<name>` — warm worktrees: after a job that ended normally
+//!   (exited, nothing left running) its worktree goes back to the project's idle
+//!   pool, and the next job moves it to its sha with a forced detached checkout
+//!   and `git clean -ffdx`, so it sees exactly the commit, as in a fresh worktree.
+//!   A worktree whose job was cancelled, timed out, failed to log or left
+//!   processes behind is removed instead, as is one idle for longer than
+//!   `CRAFTING_WARM_IDLE_SECS` (by gc) and any the pool does not know (a previous
+//!   process's);
+//! - `<project>/<job-id>` — a fresh worktree (`workspace: fresh`), detached at the
+//!   resolved sha, removed when the job ends.
 //!
 //! Fetches into one project's mirror (and `gc`) are serialised by a per-project
 //! lock; worktree adds and removals by another (git drops the mirror's
@@ -12,12 +21,37 @@
 //! The job's command runs outside both. Blocking: call from
 //! `spawn_blocking`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::git::{Git, GitError};
+pub use crate::manifest::WorkspaceMode;
+
+/// Warm worktrees: idle ones per project (with the instant they became idle) and
+/// the ones a job holds. A path is in at most one of the two.
+#[derive(Debug, Default)]
+struct Pool {
+    idle: HashMap<String, Vec<(PathBuf, Instant)>>,
+    busy: HashSet<PathBuf>,
+    reused: u64,
+    discarded: u64,
+}
+
+/// Counters of the warm pool, for `/metrics` and benches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Warm worktrees waiting for a job.
+    pub idle: usize,
+    /// Warm worktrees a job holds.
+    pub busy: usize,
+    /// Jobs that got a warm worktree instead of a new one.
+    pub reused: u64,
+    /// Warm worktrees removed instead of reused (job ended abnormally, could not
+    /// be reset, idle too long, or unknown).
+    pub discarded: u64,
+}
 
 /// Manages mirrors and worktrees.
 #[derive(Debug, Clone)]
@@ -37,6 +71,8 @@ pub struct Workspace {
     fetched: Arc<Mutex<HashMap<String, i64>>>,
     /// Fetches made (for tests and benches).
     fetches: Arc<std::sync::atomic::AtomicU64>,
+    /// Warm worktrees.
+    pool: Arc<Mutex<Pool>>,
 }
 
 /// A checked-out job.
@@ -46,6 +82,11 @@ pub struct Checkout {
     pub sha: String,
     /// The worktree directory.
     pub worktree: PathBuf,
+    /// Whether it is a warm worktree (goes back to the pool via
+    /// [`Workspace::release`]).
+    pub warm: bool,
+    /// Whether an idle warm worktree was reused (no `worktree add`).
+    pub reused: bool,
 }
 
 impl Workspace {
@@ -59,6 +100,86 @@ impl Workspace {
             credentials: None,
             fetched: Arc::default(),
             fetches: Arc::default(),
+            pool: Arc::default(),
+        }
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        match self.pool.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The warm pool's counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        let p = self.pool();
+        PoolStats {
+            idle: p.idle.values().map(Vec::len).sum(),
+            busy: p.busy.len(),
+            reused: p.reused,
+            discarded: p.discarded,
+        }
+    }
+
+    /// Where the project's warm worktrees live.
+    pub fn warm_dir(&self, project: &str) -> PathBuf {
+        self.root.join(project).join(".warm")
+    }
+
+    /// Hands a job's worktree back: a warm one whose job ended normally
+    /// (`reusable`) goes to the idle pool, anything else is removed.
+    pub fn release(&self, project: &str, checkout: &Checkout, reusable: bool) {
+        if checkout.warm {
+            let mut p = self.pool();
+            p.busy.remove(&checkout.worktree);
+            if reusable && checkout.worktree.is_dir() {
+                p.idle
+                    .entry(project.to_owned())
+                    .or_default()
+                    .push((checkout.worktree.clone(), Instant::now()));
+                return;
+            }
+            p.discarded += 1;
+        }
+        self.remove_worktree(project, &checkout.worktree);
+    }
+
+    /// Takes an idle warm worktree of `project` and moves it to `sha`: a forced
+    /// detached checkout, then `git clean -ffdx`. One that cannot be reset (or
+    /// whose `.git` link a job changed) is removed and the next one tried.
+    fn reuse_warm(&self, git: &Git, project: &str, sha: &str) -> Option<PathBuf> {
+        loop {
+            let wt = {
+                let mut p = self.pool();
+                let wt = p.idle.get_mut(project).and_then(|v| v.pop())?.0;
+                p.busy.insert(wt.clone());
+                wt
+            };
+            let expected = self
+                .mirror(project)
+                .join("worktrees")
+                .join(wt.file_name().unwrap_or_default());
+            let linked = crate::runner::sandbox::admin_dir(&wt).is_some_and(|d| d == expected);
+            let reset = linked
+                && git
+                    .run(
+                        Some(&wt),
+                        ["checkout", "--force", "--detach", "--quiet", sha],
+                    )
+                    .is_ok()
+                && git.run(Some(&wt), ["clean", "-ffdxq"]).is_ok();
+            if reset {
+                self.pool().reused += 1;
+                return Some(wt);
+            }
+            tracing::warn!(worktree = %wt.display(), "warm worktree could not be reset; removed");
+            {
+                let mut p = self.pool();
+                p.busy.remove(&wt);
+                p.discarded += 1;
+            }
+            self.remove_worktree(project, &wt);
         }
     }
 
@@ -128,9 +249,10 @@ impl Workspace {
         url: &str,
         git_ref: &str,
         job_id: &str,
+        mode: WorkspaceMode,
     ) -> Result<Checkout, GitError> {
         let now = chrono::Utc::now().timestamp_millis();
-        self.checkout_since(project, url, git_ref, job_id, now, &|| {
+        self.checkout_since(project, url, git_ref, job_id, mode, now, &|| {
             chrono::Utc::now().timestamp_millis()
         })
     }
@@ -138,12 +260,14 @@ impl Workspace {
     /// [`Workspace::checkout`] for a job enqueued at `asked` (ms): a fetch of the
     /// project that started at or after `asked` is shared instead of repeated.
     /// `now` reads the same clock.
+    #[allow(clippy::too_many_arguments)]
     pub fn checkout_since(
         &self,
         project: &str,
         url: &str,
         git_ref: &str,
         job_id: &str,
+        mode: WorkspaceMode,
         asked: i64,
         now: &dyn Fn() -> i64,
     ) -> Result<Checkout, GitError> {
@@ -179,32 +303,63 @@ impl Workspace {
                 resolve_ref(&git, &mirror, git_ref)?
             }
         };
-        let worktree = self.worktree_path(project, job_id);
+        let warm = mode == WorkspaceMode::Warm;
+        if warm && let Some(worktree) = self.reuse_warm(&git, project, &sha) {
+            return Ok(Checkout {
+                sha,
+                worktree,
+                warm,
+                reused: true,
+            });
+        }
+        let worktree = if warm {
+            let w = self.warm_dir(project).join(job_id);
+            self.pool().busy.insert(w.clone());
+            w
+        } else {
+            self.worktree_path(project, job_id)
+        };
         if worktree.exists() {
             // A leftover from a crash with the same id cannot happen with fresh ids,
             // but never build on top of unknown files.
             let _ = self.remove(&git, project, &worktree);
         }
+        let added = self.add(&git, project, &worktree, &sha);
+        if let Err(e) = added {
+            if warm {
+                self.pool().busy.remove(&worktree);
+            }
+            // Never leave a half-made worktree behind.
+            let _ = self.remove(&git, project, &worktree);
+            return Err(e);
+        }
+        Ok(Checkout {
+            sha,
+            worktree,
+            warm,
+            reused: false,
+        })
+    }
+
+    /// `git worktree add --detach`, alone among the project's worktree changes: a
+    /// concurrent add leaves a half-made admin directory that git reads (and fails
+    /// on) while it adds another worktree.
+    fn add(&self, git: &Git, project: &str, worktree: &Path, sha: &str) -> Result<(), GitError> {
+        let mirror = self.mirror(project);
+        if let Some(parent) = worktree.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err("create worktree parent", &e))?;
+        }
         let wt = worktree.display().to_string();
         let trees = self.trees(project);
-        // Alone: a concurrent add leaves a half-made admin directory that git
-        // reads (and fails on) while it adds another worktree.
         let _alone = match trees.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         git.run(
             Some(&mirror),
-            [
-                "worktree",
-                "add",
-                "--detach",
-                "--quiet",
-                wt.as_str(),
-                sha.as_str(),
-            ],
-        )?;
-        Ok(Checkout { sha, worktree })
+            ["worktree", "add", "--detach", "--quiet", wt.as_str(), sha],
+        )
+        .map(|_| ())
     }
 
     fn fetch(&self, git: &Git, mirror: &Path, url: &str) -> Result<(), GitError> {
@@ -233,23 +388,11 @@ impl Workspace {
     /// holds (no fetch): the patch loop's scratch tree.
     pub fn add_detached(&self, project: &str, name: &str, sha: &str) -> Result<PathBuf, GitError> {
         let git = Git::new();
-        let mirror = self.mirror(project);
         let worktree = self.root.join(project).join(name);
         if worktree.exists() {
             let _ = self.remove(&git, project, &worktree);
         }
-        let wt = worktree.display().to_string();
-        let trees = self.trees(project);
-        // Alone: a concurrent add leaves a half-made admin directory that git
-        // reads (and fails on) while it adds another worktree.
-        let _alone = match trees.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        git.run(
-            Some(&mirror),
-            ["worktree", "add", "--detach", "--quiet", wt.as_str(), sha],
-        )?;
+        self.add(&git, project, &worktree, sha)?;
         Ok(worktree)
     }
 
@@ -287,10 +430,68 @@ impl Workspace {
         r
     }
 
+    /// Removes warm worktrees idle for `max_idle` or longer, and warm worktree
+    /// directories the pool does not know (a previous process's). Returns how many.
+    pub fn gc_warm(&self, max_idle: Duration) -> usize {
+        let mut stale: Vec<(String, PathBuf)> = Vec::new();
+        {
+            let mut p = self.pool();
+            for (project, list) in &mut p.idle {
+                list.retain(|(wt, since)| {
+                    let old = since.elapsed() >= max_idle;
+                    if old {
+                        stale.push((project.clone(), wt.clone()));
+                    }
+                    !old
+                });
+            }
+        }
+        let Ok(projects) = std::fs::read_dir(&self.root) else {
+            return self.drop_stale(stale);
+        };
+        for project in projects.flatten() {
+            let Some(name) = project.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(entries) = std::fs::read_dir(self.warm_dir(&name)) else {
+                continue;
+            };
+            // Adds hold this lock and mark their path busy first: a directory
+            // seen here that the pool does not know is nobody's.
+            let trees = self.trees(&name);
+            let _alone = match trees.write() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let p = self.pool();
+            let known = |wt: &Path| {
+                p.busy.contains(wt)
+                    || p.idle
+                        .get(&name)
+                        .is_some_and(|v| v.iter().any(|(w, _)| w == wt))
+            };
+            for e in entries.flatten() {
+                if !known(&e.path()) && !stale.iter().any(|(_, w)| *w == e.path()) {
+                    stale.push((name.clone(), e.path()));
+                }
+            }
+        }
+        self.drop_stale(stale)
+    }
+
+    fn drop_stale(&self, stale: Vec<(String, PathBuf)>) -> usize {
+        let n = stale.len();
+        self.pool().discarded += n as u64;
+        for (project, wt) in stale {
+            self.remove_worktree(&project, &wt);
+        }
+        n
+    }
+
     /// Garbage collection: removes worktree directories older than `max_age` that
     /// are not in `active` (job ids still running), and runs `git gc` on mirrors
     /// that were not fetched for `idle` or longer. Returns (worktrees removed,
-    /// mirrors collected).
+    /// mirrors collected). Warm worktrees are [`Workspace::gc_warm`]'s.
     pub fn gc(&self, active: &[String], max_age: Duration, idle: Duration) -> (usize, usize) {
         let now = SystemTime::now();
         let age = |p: &Path| {

@@ -89,6 +89,58 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     );
     let _ = writeln!(out, "# TYPE crafting_findings_rows gauge");
     let _ = writeln!(out, "crafting_findings_rows {findings_rows}");
+    let warm = state.runner.workspace().pool_stats();
+    let _ = writeln!(
+        out,
+        "# HELP crafting_warm_worktrees Warm worktrees kept between jobs, by state."
+    );
+    let _ = writeln!(out, "# TYPE crafting_warm_worktrees gauge");
+    let _ = writeln!(
+        out,
+        "crafting_warm_worktrees{{state=\"idle\"}} {}",
+        warm.idle
+    );
+    let _ = writeln!(
+        out,
+        "crafting_warm_worktrees{{state=\"busy\"}} {}",
+        warm.busy
+    );
+    let _ = writeln!(
+        out,
+        "# HELP crafting_warm_worktrees_reused_total Jobs that ran in a reused warm worktree."
+    );
+    let _ = writeln!(out, "# TYPE crafting_warm_worktrees_reused_total counter");
+    let _ = writeln!(out, "crafting_warm_worktrees_reused_total {}", warm.reused);
+    let _ = writeln!(
+        out,
+        "# HELP crafting_warm_worktrees_discarded_total Warm worktrees removed instead of reused (abnormal end, reset failed, idle past CRAFTING_WARM_IDLE_SECS)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE crafting_warm_worktrees_discarded_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "crafting_warm_worktrees_discarded_total {}",
+        warm.discarded
+    );
+    let phases = state.runner.phase_stats();
+    let _ = writeln!(
+        out,
+        "# HELP crafting_job_phase_seconds Where jobs spend their time, by phase (checkout, record, spawn, command, hooks, release, finish)."
+    );
+    let _ = writeln!(out, "# TYPE crafting_job_phase_seconds summary");
+    for (name, sum) in crate::runner::PHASES.iter().zip(phases.sum_secs) {
+        let _ = writeln!(
+            out,
+            "crafting_job_phase_seconds_sum{{phase=\"{name}\"}} {sum:.6}"
+        );
+        let _ = writeln!(
+            out,
+            "crafting_job_phase_seconds_count{{phase=\"{name}\"}} {}",
+            phases.jobs
+        );
+    }
     let m = &state.metrics;
     let _ = writeln!(
         out,

@@ -41,6 +41,9 @@ pub struct Resolved {
     /// Names of the secrets the command receives (values are never stored).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// How the job's worktree is prepared (`warm` unless a manifest says `fresh`).
+    #[serde(default)]
+    pub workspace: super::WorkspaceMode,
 }
 
 fn yes() -> bool {
@@ -187,6 +190,10 @@ pub fn resolve(
         .network
         .or_else(|| recipe_chain.iter().find_map(|(_, r)| r.network))
         .unwrap_or(true);
+    let workspace = sp
+        .workspace
+        .or_else(|| recipe_chain.iter().find_map(|(_, r)| r.workspace))
+        .unwrap_or_default();
     let language = sp
         .language
         .clone()
@@ -207,6 +214,7 @@ pub fn resolve(
         extends: recipe_chain.iter().map(|(n, _)| (*n).to_owned()).collect(),
         command_from,
         network,
+        workspace,
         secrets: {
             let mut names: Vec<String> = recipe_chain
                 .iter()

@@ -152,6 +152,11 @@ pub struct Subproject {
     /// true: builds fetch dependencies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<bool>,
+    /// `warm` (default): the job runs in a worktree kept from an earlier job of the
+    /// project, reset to exactly the commit (forced checkout, `git clean -ffdx`);
+    /// `fresh`: a new worktree for every job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceMode>,
     /// Names of secrets the commands receive as environment variables (values from
     /// `CRAFTING_SECRET_<NAME>` or the data directory's `secrets.toml`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -159,6 +164,17 @@ pub struct Subproject {
     /// Extra environment variables for the commands.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+}
+
+/// How a job's worktree is prepared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceMode {
+    /// A worktree kept between the project's jobs, reset to the job's commit.
+    #[default]
+    Warm,
+    /// A new worktree for every job, removed after it.
+    Fresh,
 }
 
 /// A reusable set of commands for a language that subprojects `extends`.
@@ -193,6 +209,9 @@ pub struct RecipeSpec {
     /// true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<bool>,
+    /// `warm` (default) or `fresh`: how the commands' worktrees are prepared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceMode>,
     /// Names of secrets the commands receive (inherited by subprojects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,

@@ -105,10 +105,17 @@ pub fn parse(input: &Input<'_>) -> Parsed {
     let go = all || lang == Some("go");
     let ts = all || matches!(lang, Some("typescript" | "javascript"));
 
-    let (values, _) = json_scan::values_where(input.log, |first| {
+    // ruff's report (often the bulk of a Python lint log) is read by a scan of its
+    // own that builds no JSON tree; the general scan below skips it.
+    let ruff_reports = if python {
+        ruff::scan(input.log)
+    } else {
+        ruff::Scanned::default()
+    };
+    let (values, _) = json_scan::values_where(input.log, |offset, first| {
         // The first line of a JSON value some parser reads; clippy's lines are
         // read by the clippy parser itself.
-        !first.contains("\"reason\":\"compiler-message\"")
+        !first.contains("\"reason\":\"compiler-message\"") && !ruff_reports.starts.contains(&offset)
     });
     let mut govuln: Vec<&serde_json::Value> = Vec::new();
     let mut found = Parsed::default();
@@ -125,7 +132,8 @@ pub fn parse(input: &Input<'_>) -> Parsed {
             || toolchains::is_bundler_audit(v)
             || (go && toolchains::is_staticcheck(v))
     };
-    let mut claimed = values.iter().any(known);
+    let mut claimed = !ruff_reports.starts.is_empty() || values.iter().any(known);
+    found.merge(ruff_reports.parsed);
     for v in &values {
         if sarif::is_log(v) {
             sarif::from_log(v, &mut found);

@@ -82,7 +82,52 @@ struct Running {
     reason: Arc<Mutex<Option<String>>>,
 }
 
+/// The phases of a job the runner times, in order: fetch and check out, record the
+/// checkout, start the process, the command itself, after-job hooks (findings),
+/// hand the worktree back, record the end (before `JobFinished` is published).
+pub const PHASES: [&str; 7] = [
+    "checkout", "record", "spawn", "command", "hooks", "release", "finish",
+];
+
+/// Seconds spent per phase ([`PHASES`]): totals since start, and the last jobs'.
+#[derive(Debug, Default, Clone)]
+pub struct PhaseStats {
+    /// Jobs timed.
+    pub jobs: u64,
+    /// Seconds per phase over all of them.
+    pub sum_secs: [f64; 7],
+    /// The last (up to 1,024) jobs' phases, oldest first.
+    pub recent: std::collections::VecDeque<[f64; 7]>,
+}
+
+/// Times consecutive phases of one job.
+struct Laps {
+    t: [f64; 7],
+    mark: Instant,
+}
+
+impl Laps {
+    fn new() -> Laps {
+        Laps {
+            t: [0.0; 7],
+            mark: Instant::now(),
+        }
+    }
+
+    /// Phase `i` ended now.
+    fn lap(&mut self, i: usize) {
+        self.lap_at(i, Instant::now());
+    }
+
+    /// Phase `i` ended at `at`.
+    fn lap_at(&mut self, i: usize, at: Instant) {
+        self.t[i] = at.saturating_duration_since(self.mark).as_secs_f64();
+        self.mark = at;
+    }
+}
+
 struct Inner {
+    phases: Mutex<PhaseStats>,
     cfg: RunnerConfig,
     db: Db,
     clock: SharedClock,
@@ -130,6 +175,7 @@ impl Runner {
                 running: Mutex::default(),
                 hooks: Mutex::default(),
                 stopping: AtomicBool::new(false),
+                phases: Mutex::default(),
             }),
         }
     }
@@ -200,6 +246,23 @@ impl Runner {
     /// the job does not run here).
     pub fn log_written(&self, id: &str) -> Option<Arc<tokio::sync::Notify>> {
         lock(&self.inner.running).get(id).map(|r| r.wrote.clone())
+    }
+
+    /// Where jobs spent their time ([`PHASES`]).
+    pub fn phase_stats(&self) -> PhaseStats {
+        lock(&self.inner.phases).clone()
+    }
+
+    fn record_phases(&self, t: [f64; 7]) {
+        let mut p = lock(&self.inner.phases);
+        p.jobs += 1;
+        for (sum, x) in p.sum_secs.iter_mut().zip(t) {
+            *sum += x;
+        }
+        if p.recent.len() == 1024 {
+            p.recent.pop_front();
+        }
+        p.recent.push_back(t);
     }
 
     /// Ids of the jobs running in this process.
@@ -456,6 +519,19 @@ impl Runner {
 
     /// Records a job's end, then publishes `JobFinished` with its findings.
     async fn finish(&self, id: &str, status: JobStatus, code: Option<i64>, error: Option<String>) {
+        if let Some(job) = self.record_end(id, status, code, error).await {
+            self.publish_finished(job).await;
+        }
+    }
+
+    /// Records a job's end; the job as stored, to publish.
+    async fn record_end(
+        &self,
+        id: &str,
+        status: JobStatus,
+        code: Option<i64>,
+        error: Option<String>,
+    ) -> Option<Job> {
         // A full disk is waited out (a minute at most here; the restart sweep
         // settles what is still running after that).
         let mut r;
@@ -482,9 +558,11 @@ impl Runner {
             }
         }
         match r {
-            Ok(Some(job)) => self.publish_finished(job).await,
-            Ok(None) => {}
-            Err(e) => tracing::error!(job = %id, error = %e, "cannot record job result"),
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(job = %id, error = %e, "cannot record job result");
+                None
+            }
         }
     }
 
@@ -547,8 +625,10 @@ impl Runner {
             job.id.clone(),
         );
         let (asked, clock) = (job.created_at, self.inner.clock.clone());
+        let mode = resolved.workspace;
+        let mut laps = Laps::new();
         let checkout = tokio::task::spawn_blocking(move || {
-            ws.checkout_since(&p, &u, &r, &i, asked, &|| clock.now_ms())
+            ws.checkout_since(&p, &u, &r, &i, mode, asked, &|| clock.now_ms())
         })
         .await;
         let checkout = match checkout {
@@ -582,6 +662,7 @@ impl Runner {
                 return;
             }
         };
+        laps.lap(0);
         let (id, sha, wt) = (
             job.id.clone(),
             checkout.sha.clone(),
@@ -592,6 +673,7 @@ impl Runner {
             .db
             .write(move |l| l.set_job_checkout(&id, &sha, &wt))
             .await;
+        laps.lap(1);
         logfile::append_line(
             &log,
             &format!(
@@ -608,6 +690,9 @@ impl Runner {
         };
         let mut job_now = job.clone();
         job_now.sha = Some(checkout.sha.clone());
+        // Whether the worktree may serve the next job: only after a command that
+        // exited by itself and left nothing running.
+        let mut reusable = false;
         let (status, code, error) = if !cwd.is_dir() {
             let msg = format!(
                 "subproject directory `{}` does not exist at {}",
@@ -638,7 +723,8 @@ impl Runner {
                     }
                     Err(msg) => {
                         logfile::append_line(&log, &msg);
-                        self.remove_worktree(&job.project, &checkout.worktree).await;
+                        // Nothing ran in it: it stays warm.
+                        self.release(&job.project, &checkout, true).await;
                         self.finish(&job.id, JobStatus::Error, None, Some(msg))
                             .await;
                         return;
@@ -676,7 +762,10 @@ impl Runner {
             };
             let db = self.inner.db.clone();
             let id = job.id.clone();
+            let spawned = Arc::new(Mutex::new(None::<Instant>));
+            let spawned2 = spawned.clone();
             let outcome = process::run(&spec, cancel, move |pgid, start| {
+                *lock(&spawned2) = Some(Instant::now());
                 tokio::task::spawn_blocking(move || {
                     db.write_blocking(|l| {
                         if let Err(e) = l.set_job_process(&id, i64::from(pgid), start as i64) {
@@ -687,6 +776,15 @@ impl Runner {
             })
             .await;
             let secs = started.elapsed().as_secs_f64();
+            if let Some(at) = *lock(&spawned) {
+                laps.lap_at(2, at);
+                laps.lap(3);
+            }
+            if let Ok(o) = &outcome {
+                reusable = matches!(o.stop, process::Stop::Exited(_))
+                    && !o.leftovers
+                    && o.log_error.is_none();
+            }
             match outcome {
                 Err(e) => {
                     let msg = format!("cannot start /bin/sh: {e}");
@@ -763,8 +861,21 @@ impl Runner {
                 tracing::error!(job = %job.id, "after-job hook panicked; job result unchanged");
             }
         }
-        self.remove_worktree(&job.project, &checkout.worktree).await;
-        self.finish(&job.id, status, code, error).await;
+        laps.lap(4);
+        self.release(&job.project, &checkout, reusable).await;
+        laps.lap(5);
+        let ended = self.record_end(&job.id, status, code, error).await;
+        laps.lap(6);
+        self.record_phases(laps.t);
+        if let Some(j) = ended {
+            self.publish_finished(j).await;
+        }
+    }
+
+    async fn release(&self, project: &str, checkout: &crate::workspace::Checkout, reusable: bool) {
+        let ws = self.inner.workspace.clone();
+        let (p, c) = (project.to_owned(), checkout.clone());
+        let _ = tokio::task::spawn_blocking(move || ws.release(&p, &c, reusable)).await;
     }
 
     async fn remove_worktree(&self, project: &str, wt: &Path) {

@@ -64,6 +64,9 @@ pub struct Outcome {
     pub killed: bool,
     /// Why the log could not be written, if it could not.
     pub log_error: Option<String>,
+    /// Whether the command left processes behind (killed after it exited, or one
+    /// outside its group still held its output).
+    pub leftovers: bool,
 }
 
 /// A process of the group, read from `/proc`.
@@ -297,10 +300,14 @@ pub async fn run(
         () = async { while failed.changed().await.is_ok() { if failed.borrow().is_some() { return; } } std::future::pending::<()>().await } => Stop::LogFailed,
     };
     let mut killed = false;
+    let mut leftovers = false;
     match stop {
         Stop::Exited(_) => {
-            // Whatever the command left behind in its group goes too.
+            // Whatever the command left behind in its group goes too. In the
+            // sandbox the group is bwrap's own processes, and its PID namespace
+            // (with anything the command left in it) ends with bwrap.
             if !group_members(pid).is_empty() {
+                leftovers = spec.sandbox.is_none();
                 killpg(pid, libc::SIGKILL);
             }
         }
@@ -340,6 +347,7 @@ pub async fn run(
     {
         Ok(r) => r.unwrap_or((0, false)),
         Err(_) => {
+            leftovers = true;
             crate::logfile::append_line(
                 &spec.log_path,
                 "a process outside the job's group still holds its output open; the log may be incomplete",
@@ -354,5 +362,6 @@ pub async fn run(
         output_bytes,
         killed,
         log_error,
+        leftovers,
     })
 }

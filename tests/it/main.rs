@@ -21,3 +21,4 @@ mod sandbox;
 mod scheduler;
 mod schema;
 mod seams;
+mod warm;

@@ -235,7 +235,7 @@ fn unknown_top_level_field() {
 fn unknown_spec_field_typo() {
     check1(
         &project("  subprojects:\n    - path: .\n      tset: make test\n"),
-        "m.yaml:9:7: spec.subprojects[0]: unknown field `tset`, expected one of `path`, `language`, `extends`, `build`, `test`, `lint`, `audit`, `commands`, `timeout_secs`, `network`, `secrets`, `env`",
+        "m.yaml:9:7: spec.subprojects[0]: unknown field `tset`, expected one of `path`, `language`, `extends`, `build`, `test`, `lint`, `audit`, `commands`, `timeout_secs`, `network`, `workspace`, `secrets`, `env`",
     );
 }
 
