@@ -552,3 +552,40 @@ fn every_toolchain_of_the_image_gives_its_own_count() {
     b.sort();
     assert_eq!(a, b);
 }
+
+#[test]
+fn ruff_report_keeps_each_diagnostic_as_printed() {
+    let diag = "{\n    \"code\": \"F401\",\n    \"filename\": \"/w/a.py\",\n    \"location\": {\"row\": 2, \"column\": 8},\n    \"message\": \"`os` imported but unused\",\n    \"fix\": {\"message\": \"Remove it\"},\n    \"url\": null\n  }";
+    let syntax = "{\"code\": null, \"filename\": \"/w/b.py\", \"location\": {\"row\": 1, \"column\": 1}, \"message\": \"SyntaxError: x\", \"fix\": null}";
+    // A JSON array that is not ruff's (pip-audit's, say, or anything) before it,
+    // prose around it: the report is found and nothing else is taken for it.
+    let log = format!(
+        "$ ruff check --output-format=json\n[1, 2, 3]\n[\n  {diag},\n  {syntax}\n]\nFound 2 errors.\n"
+    );
+    let parsed = parse(&Input {
+        language: Some("python"),
+        recipe: "lint",
+        exit_code: Some(1),
+        timed_out: false,
+        log: &log,
+        tracked: None,
+    });
+    let f = &parsed.findings;
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!(
+        f[0].raw_json.as_deref(),
+        Some(diag),
+        "the raw JSON as printed"
+    );
+    assert_eq!(
+        (f[0].line, f[0].col, f[0].code.as_deref()),
+        (Some(2), Some(8), Some("F401"))
+    );
+    assert_eq!(f[0].suggested_fix.as_deref(), Some("Remove it"));
+    assert_eq!(
+        (f[1].severity.as_str(), f[1].code.as_deref()),
+        ("error", Some("syntax-error"))
+    );
+    let raw: serde_json::Value = serde_json::from_str(f[1].raw_json.as_deref().unwrap()).unwrap();
+    assert_eq!(raw["filename"], "/w/b.py");
+}
