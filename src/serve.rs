@@ -44,8 +44,17 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
         None => "still reading the registry (in the background; GET /registry shows progress)"
             .to_owned(),
     };
+    // The quickstart's project when the registry has it, else the project list.
+    let has_quickstart = farm
+        .db
+        .read(|l| l.get_project("crafting-table"))
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|o| o.retired_at.is_none());
     print_banner(
         &farm.config,
+        has_quickstart,
         farm.addr,
         farm.admin_minted,
         &farm.registry,
@@ -105,6 +114,7 @@ fn summary_line(o: &Outcome) -> String {
 
 fn print_banner(
     cfg: &Config,
+    has_quickstart: bool,
     addr: std::net::SocketAddr,
     minted: bool,
     registry: &Registry,
@@ -113,14 +123,31 @@ fn print_banner(
 ) {
     let data_dir: &Path = &cfg.data_dir;
     let bearer = cfg.admin_bearer_path();
-    let url = format!("http://{addr}");
+    // Bound to every address (0.0.0.0, as in the image): say one that answers here.
+    let mut local = addr;
+    if addr.ip().is_unspecified() {
+        local.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let url = format!("http://{local}");
     let rel_bearer = cfg.admin_bearer_path();
     println!("crafting-table {} is running", env!("CARGO_PKG_VERSION"));
     println!("  api       {url}   (openapi: {url}/openapi.json)");
-    println!(
-        "  data      {}  (ledger.sqlite3, logs/, workspace/)",
-        data_dir.display()
-    );
+    if cfg.workspace_dir.starts_with(data_dir) {
+        println!(
+            "  data      {}  (ledger.sqlite3, logs/, workspace/)",
+            data_dir.display()
+        );
+    } else {
+        println!(
+            "  data      {}  (ledger.sqlite3, logs/)",
+            data_dir.display()
+        );
+        println!("  workspace {}", cfg.workspace_dir.display());
+    }
     println!(
         "  bearer    {}{}",
         bearer.display(),
@@ -132,8 +159,15 @@ fn print_banner(
     );
     println!("  registry  {}  {first}", registry.describe());
     println!("  sandbox   {sandbox}");
-    println!(
-        "  try       curl -s -X POST {url}/projects/crafting-table/jobs -H \"Authorization: Bearer $(cat {})\" -H 'content-type: application/json' -d '{{\"recipe\":\"lint\"}}'",
-        rel_bearer.display()
-    );
+    if has_quickstart {
+        println!(
+            "  try       curl -s -X POST {url}/projects/crafting-table/jobs -H \"Authorization: Bearer $(cat {})\" -H 'content-type: application/json' -d '{{\"recipe\":\"lint\"}}'",
+            rel_bearer.display()
+        );
+    } else {
+        println!(
+            "  try       curl -s {url}/projects -H \"Authorization: Bearer $(cat {})\"",
+            rel_bearer.display()
+        );
+    }
 }
