@@ -1,8 +1,14 @@
 //! API latency with a large ledger: 100,000 jobs and 1,000,000 findings, generated
-//! straight into SQLite, then the real `crafting-table serve` binary on loopback and
-//! a closed-loop load of 16 concurrent clients per endpoint. Prints p50/p99 and
-//! requests per second for `GET /jobs?limit=50`, `GET /jobs/{id}` and
-//! `GET /jobs/{id}/findings`, and the resident memory of `serve` at rest.
+//! straight into SQLite, then the real `crafting-table serve` binary on loopback:
+//! - a closed-loop load of 16 concurrent clients per endpoint (p50/p99, req/s);
+//! - an open-loop load at a fixed 1,000 requests/s per endpoint, latency counted
+//!   from when each request was due (so a stalled server cannot hide its queue);
+//!   for `GET /jobs?limit=50`, `GET /jobs/{id}` and `GET /jobs/{id}/findings`;
+//! - resident memory of `serve` at rest.
+//!
+//! Then a second `serve` on a one-file repository: a no-op job from `POST` to the
+//! end of its followed log (p50/p90, sequential), and memory after many no-op jobs
+//! (`CRAFTING_BENCH_JOBS`, default 10,000).
 //!
 //! Run: `cargo bench --bench api`
 
@@ -13,6 +19,7 @@ const JOBS: usize = 100_000;
 const FINDINGS_PER_JOB: usize = 10;
 const CLIENTS: usize = 16;
 const SECONDS: u64 = 5;
+const OPEN_RATE: u64 = 1000;
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -115,6 +122,47 @@ async fn load(base: &str, bearer: &str, paths: &[String]) -> (f64, f64, f64, usi
     )
 }
 
+/// Sends `OPEN_RATE` requests per second for `SECONDS`, each on its own task at
+/// its due time; latency is from the due time to the end of the response body.
+async fn open_loop(base: &str, bearer: &str, paths: &[String]) -> (f64, f64, f64, usize) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client");
+    let total = (OPEN_RATE * SECONDS) as usize;
+    let every = Duration::from_secs(1) / OPEN_RATE as u32;
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = start + every * i as u32;
+        let (client, url, bearer) = (
+            client.clone(),
+            format!("{base}{}", paths[i % paths.len()]),
+            bearer.to_owned(),
+        );
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(due).await;
+            let r = client
+                .get(url)
+                .bearer_auth(&bearer)
+                .send()
+                .await
+                .expect("send");
+            assert!(r.status().is_success(), "{}", r.status());
+            let _ = r.bytes().await.expect("body");
+            due.elapsed().as_secs_f64() * 1e3
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.push(t.await.expect("task"));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let p = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
+    (p(0.5), p(0.99), all.len() as f64 / secs, all.len())
+}
+
 fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
@@ -194,7 +242,169 @@ fn main() {
         );
     }
     println!(
+        "open loop, {OPEN_RATE} requests/s offered, {SECONDS} s each (latency from the due time)"
+    );
+    for (name, paths) in &cases {
+        let (p50, p99, rps, n) = rt.block_on(open_loop(&base, &bearer, paths));
+        println!(
+            "  {name:<26} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   {rps:>8.0} req/s   ({n} requests)"
+        );
+    }
+    println!(
         "RSS after load {:.1} MiB",
+        rss_kib(child.id()) as f64 / 1024.0
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    no_op_jobs(&rt);
+}
+
+/// `serve` with one project on a one-file repository: POST → end of the followed
+/// log of a no-op job, then memory after many jobs.
+fn no_op_jobs(rt: &tokio::runtime::Runtime) {
+    let many: usize = std::env::var("CRAFTING_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    let git = |args: &[&str]| {
+        assert!(
+            Command::new("git")
+                .current_dir(&repo)
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "b")
+                .env("GIT_AUTHOR_EMAIL", "b@example.com")
+                .env("GIT_COMMITTER_NAME", "b")
+                .env("GIT_COMMITTER_EMAIL", "b@example.com")
+                .output()
+                .expect("git")
+                .status
+                .success()
+        );
+    };
+    git(&["init", "-q", "--initial-branch=main"]);
+    std::fs::write(repo.join("README.md"), "one file\n").expect("write");
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "one"]);
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir_all(&reg).expect("mkdir");
+    let cmds: String = (0..100)
+        .map(|i| format!("        n{i}: 'true'\n"))
+        .collect();
+    std::fs::write(
+        reg.join("p.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata: {{name: one}}\nspec:\n  git_url: {}\n  max_concurrent_jobs: 64\n  subprojects:\n    - path: .\n      commands:\n{cmds}",
+            repo.display()
+        ),
+    )
+    .expect("write");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let data = tmp.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crafting-table"))
+        .arg("serve")
+        .current_dir(tmp.path())
+        .env("CRAFTING_DATA_DIR", &data)
+        .env("CRAFTING_REGISTRY", &reg)
+        .env("CRAFTING_BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    // The banner's last line comes after the first reconcile.
+    let mut banner = String::new();
+    {
+        use std::io::BufRead as _;
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        loop {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            banner += &line;
+            if line.trim_start().starts_with("try") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in out.lines() {});
+    }
+    let sandbox = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sandbox"))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    let base = format!("http://127.0.0.1:{port}");
+    let bearer = std::fs::read_to_string(data.join("admin-bearer.txt"))
+        .expect("bearer")
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let run = |cmd: String| {
+        let (client, base, bearer) = (client.clone(), base.clone(), bearer.clone());
+        async move {
+            let v: serde_json::Value = client
+                .post(format!("{base}/projects/one/jobs"))
+                .bearer_auth(&bearer)
+                .json(&serde_json::json!({"recipe": cmd}))
+                .send()
+                .await
+                .expect("post")
+                .json()
+                .await
+                .expect("json");
+            let id = v["job_id"].as_str().expect("job_id").to_owned();
+            let _ = client
+                .get(format!("{base}/jobs/{id}/log?follow=1"))
+                .bearer_auth(&bearer)
+                .send()
+                .await
+                .expect("follow")
+                .bytes()
+                .await;
+            id
+        }
+    };
+    let mut lat = Vec::new();
+    rt.block_on(async {
+        run("n0".into()).await; // the mirror and the warm worktree
+        for i in 0..200 {
+            let t = Instant::now();
+            run(format!("n{}", i % 100)).await;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    });
+    lat.sort_by(f64::total_cmp);
+    let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    println!(
+        "no-op job on a one-file repository, POST → end of its followed log ({} sequential; sandbox: {sandbox})",
+        lat.len()
+    );
+    println!("  p50 {:>7.1} ms   p90 {:>7.1} ms", p(0.5), p(0.9));
+    let rest = rss_kib(child.id());
+    // Many jobs, 100 at a time (distinct commands: nothing coalesces).
+    let t = Instant::now();
+    rt.block_on(async {
+        for b in 0..many.div_ceil(100) {
+            let n = 100.min(many - b * 100);
+            let batch: Vec<_> = (0..n).map(|i| tokio::spawn(run(format!("n{i}")))).collect();
+            for h in batch {
+                h.await.expect("job");
+            }
+        }
+    });
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "  {many} no-op jobs in {secs:.1} s ({:.1} jobs/s); serve RSS at rest {:.1} MiB, after them {:.1} MiB",
+        many as f64 / secs,
+        rest as f64 / 1024.0,
         rss_kib(child.id()) as f64 / 1024.0
     );
     let _ = child.kill();

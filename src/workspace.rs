@@ -39,6 +39,16 @@ struct Pool {
     discarded: u64,
 }
 
+/// What taking a warm worktree gave.
+enum Warm {
+    /// A worktree at the commit (its sha).
+    Reused(PathBuf, String),
+    /// No idle worktree of the project.
+    NoIdle,
+    /// The mirror does not hold the commit (fetch first).
+    Missing,
+}
+
 /// Counters of the warm pool, for `/metrics` and benches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -147,31 +157,51 @@ impl Workspace {
 
     /// Takes an idle warm worktree of `project` and moves it to `sha`: a forced
     /// detached checkout, then `git clean -ffdx`. One that cannot be reset (or
-    /// whose `.git` link a job changed) is removed and the next one tried.
-    fn reuse_warm(&self, git: &Git, project: &str, sha: &str) -> Option<PathBuf> {
+    /// whose `.git` link a job changed) is removed and the next one tried. A
+    /// commit the mirror does not hold leaves the worktree idle and untouched
+    /// ([`Warm::Missing`]). Returns the commit checked out.
+    fn reuse_warm(&self, git: &Git, project: &str, sha: &str) -> Warm {
         loop {
             let wt = {
                 let mut p = self.pool();
-                let wt = p.idle.get_mut(project).and_then(|v| v.pop())?.0;
+                let Some((wt, _)) = p.idle.get_mut(project).and_then(|v| v.pop()) else {
+                    return Warm::NoIdle;
+                };
                 p.busy.insert(wt.clone());
                 wt
             };
-            let expected = self
+            let admin = self
                 .mirror(project)
                 .join("worktrees")
                 .join(wt.file_name().unwrap_or_default());
-            let linked = crate::runner::sandbox::admin_dir(&wt).is_some_and(|d| d == expected);
-            let reset = linked
+            let linked = crate::runner::sandbox::admin_dir(&wt).is_some_and(|d| d == admin);
+            let checked_out = linked
                 && git
                     .run(
                         Some(&wt),
                         ["checkout", "--force", "--detach", "--quiet", sha],
                     )
-                    .is_ok()
-                && git.run(Some(&wt), ["clean", "-ffdxq"]).is_ok();
-            if reset {
+                    .is_ok();
+            if linked && !checked_out && !self.holds_commit(git, project, sha) {
+                // Not the tree's fault: give it back untouched (git checks the
+                // commit before it changes anything).
+                let mut p = self.pool();
+                p.busy.remove(&wt);
+                p.idle
+                    .entry(project.to_owned())
+                    .or_default()
+                    .push((wt, Instant::now()));
+                return Warm::Missing;
+            }
+            // The commit HEAD now names (a tag's sha peels to its commit).
+            let head = std::fs::read_to_string(admin.join("HEAD"))
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| h.len() == 40 && h.chars().all(|c| c.is_ascii_hexdigit()));
+            let reset = checked_out && git.run(Some(&wt), ["clean", "-ffdxq"]).is_ok();
+            if reset && let Some(head) = head {
                 self.pool().reused += 1;
-                return Some(wt);
+                return Warm::Reused(wt, head);
             }
             tracing::warn!(worktree = %wt.display(), "warm worktree could not be reset; removed");
             {
@@ -181,6 +211,15 @@ impl Workspace {
             }
             self.remove_worktree(project, &wt);
         }
+    }
+
+    /// Whether the project's mirror holds `sha` as a commit.
+    fn holds_commit(&self, git: &Git, project: &str, sha: &str) -> bool {
+        git.run(
+            Some(&self.mirror(project)),
+            ["cat-file", "-e", &format!("{sha}^{{commit}}")],
+        )
+        .is_ok()
     }
 
     /// How many fetches this workspace made.
@@ -273,6 +312,23 @@ impl Workspace {
     ) -> Result<Checkout, GitError> {
         let git = Git::new();
         let mirror = self.mirror(project);
+        let warm = mode == WorkspaceMode::Warm;
+        let full_sha = git_ref.len() == 40 && git_ref.chars().all(|c| c.is_ascii_hexdigit());
+        // A full sha and an idle warm tree: the checkout itself tells whether the
+        // mirror holds the commit (no `rev-parse`, no fetch lock).
+        if warm && full_sha {
+            match self.reuse_warm(&git, project, &git_ref.to_ascii_lowercase()) {
+                Warm::Reused(worktree, sha) => {
+                    return Ok(Checkout {
+                        sha,
+                        worktree,
+                        warm,
+                        reused: true,
+                    });
+                }
+                Warm::NoIdle | Warm::Missing => {}
+            }
+        }
         // Fetches (and the mirror's creation) are serialised per project; adding a
         // worktree is not: git locks each new worktree while it is created.
         let sha = {
@@ -285,7 +341,6 @@ impl Workspace {
                 std::fs::create_dir_all(&mirror).map_err(|e| io_err("create mirror", &e))?;
                 git.run(Some(&mirror), ["init", "--bare", "--quiet"])?;
             }
-            let full_sha = git_ref.len() == 40 && git_ref.chars().all(|c| c.is_ascii_hexdigit());
             if full_sha && let Ok(sha) = resolve_ref(&git, &mirror, git_ref) {
                 sha
             } else {
@@ -303,10 +358,9 @@ impl Workspace {
                 resolve_ref(&git, &mirror, git_ref)?
             }
         };
-        let warm = mode == WorkspaceMode::Warm;
-        if warm && let Some(worktree) = self.reuse_warm(&git, project, &sha) {
+        if warm && let Warm::Reused(worktree, head) = self.reuse_warm(&git, project, &sha) {
             return Ok(Checkout {
-                sha,
+                sha: head,
                 worktree,
                 warm,
                 reused: true,
@@ -564,11 +618,17 @@ fn resolve_ref(git: &Git, mirror: &Path, r: &str) -> Result<String, GitError> {
             message: "not a branch, tag or commit".to_owned(),
         });
     }
-    for candidate in [
+    // A full sha is tried as itself first (one `rev-parse` instead of three).
+    let full_sha = r.len() == 40 && r.chars().all(|c| c.is_ascii_hexdigit());
+    let mut candidates = vec![
         format!("refs/remotes/origin/{r}"),
         format!("refs/tags/{r}"),
         r.to_owned(),
-    ] {
+    ];
+    if full_sha {
+        candidates.rotate_right(1);
+    }
+    for candidate in candidates {
         if let Ok(sha) = git.text(
             Some(mirror),
             [

@@ -215,7 +215,14 @@ pub fn process_job(
         crate::logfile::read_all(log_path, 1 << 32).map_err(|e| format!("cannot read log: {e}"))?;
     let log = String::from_utf8_lossy(&bytes);
     let language = job.recipe_snapshot["language"].as_str();
-    let tracked = worktree.and_then(|w| tracked_files(w, &job.subproject));
+    // The tracked files feed only the line parser: a log with no output of the
+    // command at all (a no-op) needs no `git ls-files`.
+    let has_output = log
+        .lines()
+        .any(|l| !l.starts_with("[crafting-table]") && !l.trim().is_empty());
+    let tracked = worktree
+        .filter(|_| has_output)
+        .and_then(|w| tracked_files(w, &job.subproject));
     let parsed = parsers::parse(&parsers::Input {
         language,
         recipe: &job.recipe,

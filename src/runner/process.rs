@@ -109,6 +109,15 @@ pub fn group_members(pgid: i32) -> Vec<ProcInfo> {
         .collect()
 }
 
+/// Whether no live process is left in group `pgid`: no process at all (a signal
+/// 0 finds none, no /proc scan), or only zombies.
+fn group_empty(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the group exists.
+    let none = unsafe { libc::killpg(pgid, 0) } == -1
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    none || group_members(pgid).is_empty()
+}
+
 fn killpg(pgid: i32, sig: i32) {
     if pgid > 1 {
         // SAFETY: killpg has no memory effects; a stale group only yields ESRCH.
@@ -301,12 +310,16 @@ pub async fn run(
     };
     let mut killed = false;
     let mut leftovers = false;
+    // Whether the group is known to be empty (one scan of /proc spared).
+    let mut empty = false;
     match stop {
         Stop::Exited(_) => {
             // Whatever the command left behind in its group goes too. In the
             // sandbox the group is bwrap's own processes, and its PID namespace
             // (with anything the command left in it) ends with bwrap.
-            if !group_members(pid).is_empty() {
+            if group_empty(pid) {
+                empty = true;
+            } else {
                 leftovers = spec.sandbox.is_none();
                 killpg(pid, libc::SIGKILL);
             }
@@ -319,7 +332,7 @@ pub async fn run(
                 if !leader_done && let Ok(Some(_)) = child.try_wait() {
                     leader_done = true;
                 }
-                if leader_done && group_members(pid).is_empty() {
+                if leader_done && group_empty(pid) {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -334,7 +347,7 @@ pub async fn run(
     }
     // Wait for the members to be gone so the pipe closes and the log is complete.
     for _ in 0..100 {
-        if group_members(pid).is_empty() {
+        if empty || group_empty(pid) {
             break;
         }
         killpg(pid, libc::SIGKILL);

@@ -232,3 +232,66 @@ async fn concurrent_jobs_never_share_a_worktree() {
     assert_eq!(stats.idle, 4, "{stats:?}");
     assert!(stats.reused >= 8, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_for_an_unfetched_sha_fetches_and_keeps_its_warm_tree() {
+    let f = Farm::new(
+        &[crate::runner::project_yaml(
+            "app",
+            Path::new("@SOURCE@"),
+            1,
+            &[(".", &[("head", "git rev-parse HEAD; cat new.txt || true")])],
+            60,
+        )],
+        1,
+        1 << 20,
+    );
+    let _loop = f.start();
+    let (id, _) = f.enqueue("app", ".", "head");
+    f.runner.wake();
+    let first = f.finished(&id).await.worktree_path.unwrap();
+    let fetches = f.runner.workspace().fetch_count();
+    // A commit the mirror has never seen, asked for by its full sha.
+    let src = f.source_path();
+    std::fs::write(src.join("new.txt"), "brand new\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-qm", "new"]);
+    let sha = git(&src, &["rev-parse", "HEAD"]).trim().to_owned();
+    let id = f.ledger(|l| {
+        let new = crafting_table::enqueue::Catalog::new(l.snapshot().unwrap())
+            .new_job(&crafting_table::enqueue::JobRequest {
+                project: "app".into(),
+                subproject: None,
+                recipe: "head".into(),
+                git_ref: Some(sha.to_ascii_uppercase()),
+                trigger: crafting_table::ledger::Trigger::Api,
+                schedule: None,
+            })
+            .unwrap();
+        l.enqueue_job(&new, chrono::Utc::now().timestamp_millis())
+            .unwrap()
+            .0
+            .id
+    });
+    f.runner.wake();
+    let j = f.finished(&id).await;
+    assert_eq!(j.status, JobStatus::Succeeded, "{}", f.log(&id));
+    assert_eq!(
+        j.sha.as_deref(),
+        Some(sha.as_str()),
+        "the sha it ran, as git spells it"
+    );
+    assert_eq!(
+        j.worktree_path.as_deref(),
+        Some(first.as_str()),
+        "the warm tree was kept"
+    );
+    assert_eq!(f.runner.workspace().fetch_count(), fetches + 1, "one fetch");
+    let log = f.log(&id);
+    assert!(log.contains(&sha) && log.contains("brand new"), "{log}");
+    // By branch again: the same tree serves it, nothing is discarded.
+    let (id, _) = f.enqueue("app", ".", "head");
+    f.runner.wake();
+    f.finished(&id).await;
+    assert_eq!(f.runner.workspace().pool_stats().discarded, 0);
+}
