@@ -136,6 +136,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // glibc gives every thread that allocates an arena of its own; the farm's
+    // blocking threads (git, the ledger) would each keep one. Two are plenty.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -158,6 +158,9 @@ impl Ledger {
         )
         .map_err(sql)?;
         check_version(&conn, path)?;
+        // Readers share the OS page cache; a small cache each keeps a farm that
+        // ran for months small (1 MiB instead of SQLite's 2 MiB).
+        conn.pragma_update(None, "cache_size", -1024).map_err(sql)?;
         Ok(Ledger {
             conn,
             path: path.to_owned(),
