@@ -15,7 +15,6 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const JOBS: usize = 100_000;
 const FINDINGS_PER_JOB: usize = 10;
 const CLIENTS: usize = 16;
 const SECONDS: u64 = 5;
@@ -50,7 +49,7 @@ fn rss_parts(pid: u32) -> String {
     )
 }
 
-fn generate(data: &std::path::Path) {
+fn generate(data: &std::path::Path, jobs: usize) {
     // Create and migrate through the library, then bulk-load.
     let ledger =
         crafting_table::ledger::Ledger::open(&data.join("ledger.sqlite3")).expect("ledger");
@@ -79,7 +78,7 @@ fn generate(data: &std::path::Path) {
                    'unneeded `return` statement', ?4, ?4, 'unchanged', ?5)",
             )
             .expect("prepare");
-        for i in 0..JOBS {
+        for i in 0..jobs {
             let id = format!("{i:032x}");
             let t = 1_700_000_000_000i64 + i as i64 * 1000;
             job.execute(rusqlite::params![id, FINDINGS_PER_JOB as i64, t])
@@ -190,14 +189,32 @@ fn main() {
         no_op_jobs(&rt);
         return;
     }
+    // Ledger sizes: 100,000 jobs unless CRAFTING_BENCH_LEDGER_JOBS lists others
+    // (e.g. 10000,100000,1000000 for the README's scaling table).
+    let sizes: Vec<usize> = std::env::var("CRAFTING_BENCH_LEDGER_JOBS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100_000]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for jobs in sizes {
+        ledger_load(&rt, jobs);
+    }
+    no_op_jobs(&rt);
+}
+
+/// The API on a generated ledger of `jobs` jobs with ten findings each.
+fn ledger_load(rt: &tokio::runtime::Runtime, jobs: usize) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     std::fs::create_dir_all(tmp.path().join("registry")).expect("mkdir");
     let t = Instant::now();
-    generate(&data);
+    generate(&data, jobs);
     println!(
-        "generated {JOBS} jobs and {} findings in {:.1} s",
-        JOBS * FINDINGS_PER_JOB,
+        "generated {jobs} jobs and {} findings in {:.1} s",
+        jobs * FINDINGS_PER_JOB,
         t.elapsed().as_secs_f64()
     );
 
@@ -217,10 +234,6 @@ fn main() {
         .spawn()
         .expect("serve");
     let base = format!("http://127.0.0.1:{port}");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     rt.block_on(async {
         let client = reqwest::Client::new();
         for _ in 0..200 {
@@ -242,8 +255,8 @@ fn main() {
         .expect("bearer")
         .trim()
         .to_owned();
-    let ids: Vec<String> = (0..JOBS)
-        .step_by(997)
+    let ids: Vec<String> = (0..jobs)
+        .step_by((jobs / 100).max(1))
         .map(|i| format!("{i:032x}"))
         .collect();
     let cases: Vec<(&str, Vec<String>)> = vec![
@@ -282,7 +295,6 @@ fn main() {
     );
     let _ = child.kill();
     let _ = child.wait();
-    no_op_jobs(&rt);
 }
 
 /// `serve` with one project on a one-file repository: POST → end of the followed

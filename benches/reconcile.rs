@@ -1,5 +1,7 @@
-//! Reconcile of a generated registry of 1,000 projects: from cold (empty ledger)
-//! and after one changed file. Prints figures; asserts nothing about time.
+//! Reconcile of generated registries of 10, 100, 1,000 and 10,000 projects (or the
+//! sizes in `CRAFTING_BENCH_PROJECTS`, comma-separated): from cold (empty ledger),
+//! after one changed file, and with nothing changed. Prints figures; asserts
+//! nothing about time.
 //!
 //! Run: `cargo bench --bench reconcile`
 
@@ -9,8 +11,6 @@ use crafting_table::ledger::Ledger;
 use crafting_table::reconciler::{plan, reconcile_once};
 use crafting_table::registry::Registry;
 
-const PROJECTS: usize = 1000;
-
 fn project(i: usize, test: &str) -> String {
     format!(
         "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: project-{i:04}\nspec:\n  git_url: https://gitea.lan/org/project-{i:04}.git\n  owners: [team-{}]\n  subprojects:\n    - path: .\n      extends: rust-default\n      test: {test}\n    - path: sdk/python\n      language: python\n      test: pytest -q\n      lint: ruff check --output-format=json .\n",
@@ -19,6 +19,16 @@ fn project(i: usize, test: &str) -> String {
 }
 
 fn main() {
+    let sizes: Vec<usize> = std::env::var("CRAFTING_BENCH_PROJECTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10, 100, 1000, 10_000]);
+    for n in sizes {
+        one_size(n);
+    }
+}
+
+fn one_size(projects: usize) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let reg = tmp.path().join("registry");
     std::fs::create_dir_all(reg.join("projects")).expect("mkdir");
@@ -32,7 +42,7 @@ fn main() {
         "apiVersion: crafting-table/v1\nkind: Schedule\nmetadata: {name: nightly}\nspec:\n  cron: '0 2 * * *'\n  timezone: America/Los_Angeles\n  projects: '*'\n  recipe: audit\n",
     )
     .expect("write");
-    for i in 0..PROJECTS {
+    for i in 0..projects {
         std::fs::write(
             reg.join(format!("projects/p{i:04}.yaml")),
             project(i, "cargo test"),
@@ -54,9 +64,10 @@ fn main() {
     let cold = reconcile_once(&registry, &mut ledger, 1).expect("reconcile");
     let cold_time = t.elapsed();
 
+    let changed = projects / 2;
     std::fs::write(
-        reg.join("projects/p0500.yaml"),
-        project(500, "cargo nextest run"),
+        reg.join(format!("projects/p{changed:04}.yaml")),
+        project(changed, "cargo nextest run"),
     )
     .expect("write");
     let t = Instant::now();
@@ -74,7 +85,7 @@ fn main() {
 
     println!(
         "registry: {} projects, 1 recipe, 1 schedule, {} files",
-        PROJECTS,
+        projects,
         fetched.files.len()
     );
     println!(

@@ -6,9 +6,14 @@ use serde_json::Value;
 /// Every JSON value in `log` that starts at the beginning of a line with `{` or `[`
 /// (after spaces) and parses completely. A value that starts like JSON but does not
 /// parse is counted in the second result. Values are not searched for inside other values. Only lines for
-/// which `start` holds are tried (a cheap check on the value's byte offset in `log`
-/// and its first line, so a parser does not pay for JSON that is not its own).
-pub fn values_where(log: &str, start: impl Fn(usize, &str) -> bool) -> (Vec<Value>, usize) {
+/// which `start` holds are tried (a cheap check on the first line, so a parser does
+/// not pay for JSON that is not its own); the byte ranges in `skip` (values
+/// another scan already read) are passed over whole.
+pub fn values_where(
+    log: &str,
+    skip: &[std::ops::Range<usize>],
+    start: impl Fn(&str) -> bool,
+) -> (Vec<Value>, usize) {
     let mut out = Vec::new();
     let mut bad = 0;
     let mut pos = 0;
@@ -19,9 +24,15 @@ pub fn values_where(log: &str, start: impl Fn(usize, &str) -> bool) -> (Vec<Valu
         let trimmed = line.trim_start_matches([' ', '\t']);
         let first = trimmed.as_bytes().first().copied();
         let offset = pos + (line.len() - trimmed.len());
+        if let Some(r) = skip.iter().find(|r| r.start == offset) {
+            pos = log[r.end..]
+                .find('\n')
+                .map_or(bytes.len(), |i| r.end + i + 1);
+            continue;
+        }
         if matches!(first, Some(b'{' | b'['))
             && !trimmed.starts_with("[crafting-table]")
-            && start(offset, trimmed)
+            && start(trimmed)
         {
             let start = offset;
             // A record on one line is the common case: try it alone first.
@@ -56,7 +67,7 @@ mod tests {
     fn finds_lines_and_pretty_documents() {
         let log =
             "noise\n{\"a\":1}\n  Compiling x\n[\n  {\"b\": 2},\n  {\"c\": 3}\n]\n{\"broken\": \n";
-        let (v, bad) = values_where(log, |_, _| true);
+        let (v, bad) = values_where(log, &[], |_| true);
         assert_eq!(v.len(), 2);
         assert_eq!(v[1][1]["c"], 3);
         assert_eq!(bad, 1);

@@ -112,10 +112,10 @@ pub fn parse(input: &Input<'_>) -> Parsed {
     } else {
         ruff::Scanned::default()
     };
-    let (values, _) = json_scan::values_where(input.log, |offset, first| {
+    let (values, _) = json_scan::values_where(input.log, &ruff_reports.spans, |first| {
         // The first line of a JSON value some parser reads; clippy's lines are
         // read by the clippy parser itself.
-        !first.contains("\"reason\":\"compiler-message\"") && !ruff_reports.starts.contains(&offset)
+        !first.contains("\"reason\":\"compiler-message\"")
     });
     let mut govuln: Vec<&serde_json::Value> = Vec::new();
     let mut found = Parsed::default();
@@ -132,7 +132,7 @@ pub fn parse(input: &Input<'_>) -> Parsed {
             || toolchains::is_bundler_audit(v)
             || (go && toolchains::is_staticcheck(v))
     };
-    let mut claimed = !ruff_reports.starts.is_empty() || values.iter().any(known);
+    let mut claimed = !ruff_reports.spans.is_empty() || values.iter().any(known);
     found.merge(ruff_reports.parsed);
     for v in &values {
         if sarif::is_log(v) {

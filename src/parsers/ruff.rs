@@ -38,14 +38,14 @@ struct Fix<'a> {
     message: Option<Cow<'a, str>>,
 }
 
-/// What [`scan`] found: the findings, and where each report starts in the log
-/// (byte offsets), so the general JSON scan skips them.
+/// What [`scan`] found: the findings, and where each report is in the log (byte
+/// ranges, from its `[` to after its `]`), so the general JSON scan skips them.
 #[derive(Debug, Default)]
 pub struct Scanned {
     /// The reports' findings.
     pub parsed: Parsed,
-    /// Byte offsets of the reports' opening `[`.
-    pub starts: Vec<usize>,
+    /// The reports' byte ranges.
+    pub spans: Vec<std::ops::Range<usize>>,
 }
 
 /// Finds ruff reports — non-empty arrays starting at the beginning of a line whose
@@ -84,7 +84,7 @@ pub fn scan(log: &str) -> Scanned {
             continue; // not a ruff report: the general scan reads it
         }
         out.parsed.findings.extend(found);
-        out.starts.push(start);
+        out.spans.push(start..end);
         pos = log[end..].find('\n').map_or(log.len(), |i| end + i + 1);
     }
     out
