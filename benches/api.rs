@@ -498,10 +498,15 @@ fn no_op_jobs(rt: &tokio::runtime::Runtime) {
         }
     });
     let secs = t.elapsed().as_secs_f64();
+    let busy = (rss_kib(child.id()), rss_parts(child.id()));
+    // At rest again: idle blocking threads end after 10 s.
+    std::thread::sleep(Duration::from_secs(15));
     println!(
-        "  {many} no-op jobs in {secs:.1} s ({:.1} jobs/s); serve RSS at rest {:.1} MiB, after them {:.1} MiB ({})",
+        "  {many} no-op jobs in {secs:.1} s ({:.1} jobs/s); serve RSS at rest {:.1} MiB, right after them {:.1} MiB ({}), at rest 15 s later {:.1} MiB ({})",
         many as f64 / secs,
         rest as f64 / 1024.0,
+        busy.0 as f64 / 1024.0,
+        busy.1,
         rss_kib(child.id()) as f64 / 1024.0,
         rss_parts(child.id())
     );

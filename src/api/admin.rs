@@ -34,162 +34,152 @@ pub async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse,
     })))
 }
 
+/// Prometheus text, one metric family at a time.
+#[derive(Default)]
+struct Prom(String);
+
+impl Prom {
+    /// Starts a family: its `HELP` and `TYPE` lines.
+    fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Prom {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        self
+    }
+
+    /// One sample: the name with its labels, and the value.
+    fn sample(&mut self, series: &str, value: impl std::fmt::Display) -> &mut Prom {
+        let _ = writeln!(self.0, "{series} {value}");
+        self
+    }
+}
+
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (counts, durations) = state
         .db
         .read(|l| Ok((l.job_counts()?, l.job_duration_stats()?)))
         .await?;
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP crafting_jobs Jobs in the ledger, by status.");
-    let _ = writeln!(out, "# TYPE crafting_jobs gauge");
+    let count = |s: JobStatus| counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
+    let mut p = Prom::default();
+    p.family("crafting_jobs", "gauge", "Jobs in the ledger, by status.");
     for s in JobStatus::ALL {
-        let n = counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
-        let _ = writeln!(out, "crafting_jobs{{status=\"{}\"}} {n}", s.as_str());
+        p.sample(
+            &format!("crafting_jobs{{status=\"{}\"}}", s.as_str()),
+            count(s),
+        );
     }
-    let queued = counts
-        .iter()
-        .find(|(k, _)| *k == JobStatus::Queued)
-        .map_or(0, |(_, n)| *n);
-    let _ = writeln!(
-        out,
-        "# HELP crafting_queue_depth Jobs waiting for a worker."
+    p.family(
+        "crafting_queue_depth",
+        "gauge",
+        "Jobs waiting for a worker.",
+    )
+    .sample("crafting_queue_depth", count(JobStatus::Queued));
+    p.family(
+        "crafting_job_duration_seconds",
+        "summary",
+        "Run time of finished jobs, by status.",
     );
-    let _ = writeln!(out, "# TYPE crafting_queue_depth gauge");
-    let _ = writeln!(out, "crafting_queue_depth {queued}");
-    let _ = writeln!(
-        out,
-        "# HELP crafting_job_duration_seconds Run time of finished jobs, by status."
-    );
-    let _ = writeln!(out, "# TYPE crafting_job_duration_seconds summary");
-    for (s, count, sum_ms) in &durations {
-        let _ = writeln!(
-            out,
-            "crafting_job_duration_seconds_sum{{status=\"{}\"}} {:.3}",
-            s.as_str(),
-            *sum_ms as f64 / 1000.0
-        );
-        let _ = writeln!(
-            out,
-            "crafting_job_duration_seconds_count{{status=\"{}\"}} {count}",
-            s.as_str()
-        );
+    for (s, n, sum_ms) in &durations {
+        let label = format!("{{status=\"{}\"}}", s.as_str());
+        p.sample(
+            &format!("crafting_job_duration_seconds_sum{label}"),
+            format!("{:.3}", *sum_ms as f64 / 1000.0),
+        )
+        .sample(&format!("crafting_job_duration_seconds_count{label}"), n);
     }
     let logs_dir = state.config.logs_dir();
     let log_bytes = tokio::task::spawn_blocking(move || crate::gc::dir_bytes(&logs_dir))
         .await
         .unwrap_or(0);
     let findings_rows = state.db.read(|l| l.findings_rows()).await?;
-    let _ = writeln!(out, "# HELP crafting_log_bytes Bytes of job logs on disk.");
-    let _ = writeln!(out, "# TYPE crafting_log_bytes gauge");
-    let _ = writeln!(out, "crafting_log_bytes {log_bytes}");
-    let _ = writeln!(
-        out,
-        "# HELP crafting_findings_rows Findings stored in the ledger."
-    );
-    let _ = writeln!(out, "# TYPE crafting_findings_rows gauge");
-    let _ = writeln!(out, "crafting_findings_rows {findings_rows}");
+    p.family("crafting_log_bytes", "gauge", "Bytes of job logs on disk.")
+        .sample("crafting_log_bytes", log_bytes);
+    p.family(
+        "crafting_findings_rows",
+        "gauge",
+        "Findings stored in the ledger.",
+    )
+    .sample("crafting_findings_rows", findings_rows);
     let warm = state.runner.workspace().pool_stats();
-    let _ = writeln!(
-        out,
-        "# HELP crafting_warm_worktrees Warm worktrees kept between jobs, by state."
-    );
-    let _ = writeln!(out, "# TYPE crafting_warm_worktrees gauge");
-    let _ = writeln!(
-        out,
-        "crafting_warm_worktrees{{state=\"idle\"}} {}",
-        warm.idle
-    );
-    let _ = writeln!(
-        out,
-        "crafting_warm_worktrees{{state=\"busy\"}} {}",
-        warm.busy
-    );
-    let _ = writeln!(
-        out,
-        "# HELP crafting_warm_worktrees_reused_total Jobs that ran in a reused warm worktree."
-    );
-    let _ = writeln!(out, "# TYPE crafting_warm_worktrees_reused_total counter");
-    let _ = writeln!(out, "crafting_warm_worktrees_reused_total {}", warm.reused);
-    let _ = writeln!(
-        out,
-        "# HELP crafting_warm_worktrees_discarded_total Warm worktrees removed instead of reused (abnormal end, reset failed, idle past CRAFTING_WARM_IDLE_SECS)."
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE crafting_warm_worktrees_discarded_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "crafting_warm_worktrees_discarded_total {}",
-        warm.discarded
-    );
+    p.family(
+        "crafting_warm_worktrees",
+        "gauge",
+        "Warm worktrees kept between jobs, by state.",
+    )
+    .sample("crafting_warm_worktrees{state=\"idle\"}", warm.idle)
+    .sample("crafting_warm_worktrees{state=\"busy\"}", warm.busy);
+    p.family(
+        "crafting_warm_worktrees_reused_total",
+        "counter",
+        "Jobs that ran in a reused warm worktree.",
+    )
+    .sample("crafting_warm_worktrees_reused_total", warm.reused);
+    p.family(
+        "crafting_warm_worktrees_discarded_total",
+        "counter",
+        "Warm worktrees removed instead of reused (abnormal end, reset failed, idle past CRAFTING_WARM_IDLE_SECS).",
+    )
+    .sample("crafting_warm_worktrees_discarded_total", warm.discarded);
     let phases = state.runner.phase_stats();
-    let _ = writeln!(
-        out,
-        "# HELP crafting_job_phase_seconds Where jobs spend their time, by phase (checkout, record, spawn, command, hooks, release, finish)."
+    p.family(
+        "crafting_job_phase_seconds",
+        "summary",
+        "Where jobs spend their time, by phase (checkout, record, spawn, command, hooks, release, finish).",
     );
-    let _ = writeln!(out, "# TYPE crafting_job_phase_seconds summary");
     for (name, sum) in crate::runner::PHASES.iter().zip(phases.sum_secs) {
-        let _ = writeln!(
-            out,
-            "crafting_job_phase_seconds_sum{{phase=\"{name}\"}} {sum:.6}"
-        );
-        let _ = writeln!(
-            out,
-            "crafting_job_phase_seconds_count{{phase=\"{name}\"}} {}",
-            phases.jobs
+        let label = format!("{{phase=\"{name}\"}}");
+        p.sample(
+            &format!("crafting_job_phase_seconds_sum{label}"),
+            format!("{sum:.6}"),
+        )
+        .sample(
+            &format!("crafting_job_phase_seconds_count{label}"),
+            phases.jobs,
         );
     }
     let m = &state.metrics;
-    let _ = writeln!(
-        out,
-        "# HELP crafting_reconciles_total Registry reconciles, by result."
+    p.family(
+        "crafting_reconciles_total",
+        "counter",
+        "Registry reconciles, by result.",
+    )
+    .sample(
+        "crafting_reconciles_total{result=\"ok\"}",
+        m.reconciles_ok.load(Ordering::Relaxed),
+    )
+    .sample(
+        "crafting_reconciles_total{result=\"error\"}",
+        m.reconciles_failed.load(Ordering::Relaxed),
     );
-    let _ = writeln!(out, "# TYPE crafting_reconciles_total counter");
-    let _ = writeln!(
-        out,
-        "crafting_reconciles_total{{result=\"ok\"}} {}",
-        m.reconciles_ok.load(Ordering::Relaxed)
+    p.family(
+        "crafting_reconcile_duration_seconds",
+        "gauge",
+        "Duration of the last reconcile.",
+    )
+    .sample(
+        "crafting_reconcile_duration_seconds",
+        format!(
+            "{:.6}",
+            m.last_reconcile_us.load(Ordering::Relaxed) as f64 / 1e6
+        ),
     );
-    let _ = writeln!(
-        out,
-        "crafting_reconciles_total{{result=\"error\"}} {}",
-        m.reconciles_failed.load(Ordering::Relaxed)
+    p.family(
+        "crafting_manifest_errors",
+        "gauge",
+        "Manifest errors in the last reconcile.",
+    )
+    .sample(
+        "crafting_manifest_errors",
+        m.manifest_errors.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "# HELP crafting_reconcile_duration_seconds Duration of the last reconcile."
-    );
-    let _ = writeln!(out, "# TYPE crafting_reconcile_duration_seconds gauge");
-    let _ = writeln!(
-        out,
-        "crafting_reconcile_duration_seconds {:.6}",
-        m.last_reconcile_us.load(Ordering::Relaxed) as f64 / 1e6
-    );
-    let _ = writeln!(
-        out,
-        "# HELP crafting_manifest_errors Manifest errors in the last reconcile."
-    );
-    let _ = writeln!(out, "# TYPE crafting_manifest_errors gauge");
-    let _ = writeln!(
-        out,
-        "crafting_manifest_errors {}",
-        m.manifest_errors.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(out, "# HELP crafting_workers Configured concurrent jobs.");
-    let _ = writeln!(out, "# TYPE crafting_workers gauge");
-    let _ = writeln!(out, "crafting_workers {}", state.runner.workers());
-    let _ = writeln!(
-        out,
-        "# HELP crafting_uptime_seconds Seconds since the farm started."
-    );
-    let _ = writeln!(out, "# TYPE crafting_uptime_seconds gauge");
-    let _ = writeln!(
-        out,
-        "crafting_uptime_seconds {}",
-        state.started.elapsed().as_secs()
-    );
+    p.family("crafting_workers", "gauge", "Configured concurrent jobs.")
+        .sample("crafting_workers", state.runner.workers());
+    p.family(
+        "crafting_uptime_seconds",
+        "gauge",
+        "Seconds since the farm started.",
+    )
+    .sample("crafting_uptime_seconds", state.started.elapsed().as_secs());
+    let out = p.0;
     Ok((
         [(
             header::CONTENT_TYPE,

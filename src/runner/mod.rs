@@ -100,6 +100,16 @@ pub struct PhaseStats {
     pub recent: std::collections::VecDeque<[f64; 7]>,
 }
 
+/// Returns the allocator's free memory to the OS (glibc keeps freed memory in its
+/// arenas otherwise: a farm's RSS would be its busiest moment's for months).
+fn trim_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory that is already free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Times consecutive phases of one job.
 struct Laps {
     t: [f64; 7],
@@ -490,9 +500,17 @@ impl Runner {
                     )
                     .await;
                 }
-                lock(&me.inner.running).remove(&id);
+                let idle = {
+                    let mut running = lock(&me.inner.running);
+                    running.remove(&id);
+                    running.is_empty()
+                };
                 me.inner.wake.notify_one();
                 me.inner.idle.notify_waiters();
+                if idle {
+                    // Nothing runs: give what finished jobs freed back to the OS.
+                    let _ = tokio::task::spawn_blocking(trim_allocator).await;
+                }
             });
         }
         Ok(())
