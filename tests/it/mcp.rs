@@ -2,9 +2,6 @@
 //! against `crafting-table mcp` on stdio. The official Python SDK drives the stdio
 //! server in CI (`.ci/mcp-python.sh`).
 
-use std::time::Duration;
-
-use crafting_table::farm::FarmOptions;
 use rmcp::RoleClient;
 use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;
@@ -13,48 +10,13 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::transport::{ConfigureCommandExt as _, StreamableHttpClientTransport, TokioChildProcess};
 use serde_json::{Value, json};
 
-use crate::helpers::Repo;
-use crate::seams::{Client, start_with};
-
-struct Setup {
-    _tmp: tempfile::TempDir,
-    _repo: Repo,
-    farm: crafting_table::farm::Farm,
-    api: Client,
-}
+type Setup = crate::seams::OneProject;
 
 async fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = Repo::new();
-    repo.write("src/a.ts", "let x: number = 'one';\n")
-        .commit("one");
-    let reg = tmp.path().join("registry");
-    std::fs::create_dir(&reg).unwrap();
-    std::fs::write(
-        reg.join("app.yaml"),
-        format!(
-            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      language: typescript\n      timeout_secs: 60\n      test: 'echo all good'\n      lint: \"echo \\\"src/a.ts(1,5): error TS2322: Type 'string' is not assignable to type 'number'.\\\"; exit 2\"\n",
-            repo.path.display()
-        ),
-    )
-    .unwrap();
-    let farm = start_with(
-        &tmp.path().join("data"),
-        &[("CRAFTING_REGISTRY", reg.display().to_string())],
-        FarmOptions {
-            kill_grace: Duration::from_secs(2),
-            ..FarmOptions::default()
-        },
-    )
-    .await;
-    farm.reconcile.run_now().await.unwrap();
-    let api = Client::of(&farm);
-    Setup {
-        _tmp: tmp,
-        _repo: repo,
-        farm,
-        api,
-    }
+    crate::seams::OneProject::start(concat!(
+        "      test: 'echo all good'\n",
+        "      lint: \"echo \\\"src/a.ts(1,5): error TS2322: Type 'string' is not assignable to type 'number'.\\\"; exit 2\"\n",
+    )).await
 }
 
 async fn http_client(s: &Setup, token: &str) -> RunningService<RoleClient, ()> {

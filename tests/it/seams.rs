@@ -39,6 +39,52 @@ pub async fn start_with(data: &Path, env: &[(&str, String)], opts: FarmOptions) 
     Farm::start(cfg, opts).await.unwrap()
 }
 
+/// A farm with one registry project `app`: a repository holding one TypeScript
+/// file, one subproject `.` (TypeScript, 60 s timeout) whose command lines are
+/// `commands` (YAML at the subproject's indentation).
+pub struct OneProject {
+    pub _tmp: tempfile::TempDir,
+    pub _repo: Repo,
+    pub farm: Farm,
+    pub api: Client,
+}
+
+impl OneProject {
+    pub async fn start(commands: &str) -> OneProject {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repo::new();
+        repo.write("src/a.ts", "let x: number = 'one';\n")
+            .commit("one");
+        let reg = tmp.path().join("registry");
+        std::fs::create_dir(&reg).unwrap();
+        std::fs::write(
+            reg.join("app.yaml"),
+            format!(
+                "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      language: typescript\n      timeout_secs: 60\n{commands}",
+                repo.path.display()
+            ),
+        )
+        .unwrap();
+        let farm = start_with(
+            &tmp.path().join("data"),
+            &[("CRAFTING_REGISTRY", reg.display().to_string())],
+            FarmOptions {
+                kill_grace: Duration::from_secs(2),
+                ..FarmOptions::default()
+            },
+        )
+        .await;
+        farm.reconcile.run_now().await.unwrap();
+        let api = Client::of(&farm);
+        OneProject {
+            _tmp: tmp,
+            _repo: repo,
+            farm,
+            api,
+        }
+    }
+}
+
 /// The farm's API as its admin.
 pub struct Client {
     pub base: String,
