@@ -92,6 +92,15 @@ impl Db {
         f(&mut lock(self.reader()))
     }
 
+    /// Asks every connection to free the memory its page cache holds (SQLite's
+    /// `shrink_memory`), from a blocking thread. For an idle farm: caches refill
+    /// from the OS's page cache on the next queries.
+    pub fn shrink_memory_blocking(&self) {
+        for conn in std::iter::once(&self.writer).chain(self.readers.iter()) {
+            lock(conn).shrink_memory();
+        }
+    }
+
     fn reader(&self) -> &SharedLedger {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.readers[i % self.readers.len()]

@@ -167,6 +167,13 @@ impl Ledger {
         })
     }
 
+    /// Frees what this connection's page cache holds (`PRAGMA shrink_memory`).
+    pub fn shrink_memory(&self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!(error = %e, "shrink_memory");
+        }
+    }
+
     fn configure(&self) -> rusqlite::Result<()> {
         let mode: String = self
             .conn

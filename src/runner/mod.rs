@@ -508,8 +508,14 @@ impl Runner {
                 me.inner.wake.notify_one();
                 me.inner.idle.notify_waiters();
                 if idle {
-                    // Nothing runs: give what finished jobs freed back to the OS.
-                    let _ = tokio::task::spawn_blocking(trim_allocator).await;
+                    // Nothing runs: give what finished jobs freed, and the
+                    // ledger connections' caches, back to the OS.
+                    let db = me.inner.db.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        db.shrink_memory_blocking();
+                        trim_allocator();
+                    })
+                    .await;
                 }
             });
         }
