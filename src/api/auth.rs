@@ -118,24 +118,16 @@ pub fn client_addr(
     };
     // Hops, nearest last; `Forwarded` (RFC 7239) wins over `X-Forwarded-*`.
     let forwarded = text("forwarded");
+    // The comma-separated items of every instance of a header, in order.
+    let items = |name: &str| -> Vec<String> {
+        text(name)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|h| h.trim().to_owned())
+            .collect()
+    };
     let (hops, protos): (Vec<String>, Vec<String>) = if forwarded.is_empty() {
-        let hops = text("x-forwarded-for")
-            .iter()
-            .flat_map(|v| {
-                v.split(',')
-                    .map(|h| h.trim().to_owned())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let protos = text("x-forwarded-proto")
-            .iter()
-            .flat_map(|v| {
-                v.split(',')
-                    .map(|h| h.trim().to_owned())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        (hops, protos)
+        (items("x-forwarded-for"), items("x-forwarded-proto"))
     } else {
         let mut hops = Vec::new();
         let mut protos = Vec::new();

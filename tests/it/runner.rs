@@ -112,6 +112,27 @@ impl Farm {
         })
     }
 
+    /// Enqueues `command` of the root subproject at `git_ref` (a branch, tag or
+    /// sha), without waking the dispatcher.
+    pub fn enqueue_ref(&self, project: &str, command: &str, git_ref: &str) -> String {
+        self.ledger(|l| {
+            let new = Catalog::new(l.snapshot().unwrap())
+                .new_job(&JobRequest {
+                    project: project.into(),
+                    subproject: None,
+                    recipe: command.into(),
+                    git_ref: Some(git_ref.into()),
+                    trigger: Trigger::Api,
+                    schedule: None,
+                })
+                .unwrap();
+            l.enqueue_job(&new, chrono::Utc::now().timestamp_millis())
+                .unwrap()
+                .0
+                .id
+        })
+    }
+
     pub fn job(&self, id: &str) -> Job {
         self.ledger(|l| l.get_job(id).unwrap().unwrap())
     }
@@ -185,6 +206,15 @@ impl Farm {
         tokio::spawn(async move {
             r.run().await.unwrap();
         })
+    }
+}
+
+/// Returns once the wall clock's millisecond (the unit of enqueue and fetch
+/// times) has moved on: what comes after happens strictly later.
+fn next_millisecond() {
+    let now = chrono::Utc::now().timestamp_millis();
+    while chrono::Utc::now().timestamp_millis() <= now {
+        std::hint::spin_loop();
     }
 }
 
@@ -763,7 +793,7 @@ async fn fetches_are_shared_and_skipped_for_known_commits() {
         .map(|c| f.enqueue("app", ".", c).0)
         .collect();
     // Their fetch starts after they were enqueued.
-    std::thread::sleep(Duration::from_millis(2));
+    next_millisecond();
     let _loop = f.start();
     f.runner.wake();
     for id in &ids {
@@ -779,22 +809,7 @@ async fn fetches_are_shared_and_skipped_for_known_commits() {
     assert_eq!(f.runner.workspace().fetch_count(), 1, "one shared fetch");
     // A job for a full sha the mirror holds does not fetch at all.
     let sha = f.job(&ids[0]).sha.unwrap();
-    let id = f.ledger(|l| {
-        let new = Catalog::new(l.snapshot().unwrap())
-            .new_job(&JobRequest {
-                project: "app".into(),
-                subproject: None,
-                recipe: "a".into(),
-                git_ref: Some(sha.clone()),
-                trigger: Trigger::Api,
-                schedule: None,
-            })
-            .unwrap();
-        l.enqueue_job(&new, chrono::Utc::now().timestamp_millis())
-            .unwrap()
-            .0
-            .id
-    });
+    let id = f.enqueue_ref("app", "a", &sha);
     f.runner.wake();
     let done = f.finished(&id).await;
     assert_eq!(done.sha.as_deref(), Some(sha.as_str()));
@@ -804,7 +819,7 @@ async fn fetches_are_shared_and_skipped_for_known_commits() {
         "no fetch for a known sha"
     );
     // A branch job enqueued now fetches again (the last fetch is older than it).
-    std::thread::sleep(Duration::from_millis(2));
+    next_millisecond();
     let (id, _) = f.enqueue("app", ".", "b");
     f.runner.wake();
     f.finished(&id).await;

@@ -257,22 +257,7 @@ async fn a_job_for_an_unfetched_sha_fetches_and_keeps_its_warm_tree() {
     git(&src, &["add", "-A"]);
     git(&src, &["commit", "-qm", "new"]);
     let sha = git(&src, &["rev-parse", "HEAD"]).trim().to_owned();
-    let id = f.ledger(|l| {
-        let new = crafting_table::enqueue::Catalog::new(l.snapshot().unwrap())
-            .new_job(&crafting_table::enqueue::JobRequest {
-                project: "app".into(),
-                subproject: None,
-                recipe: "head".into(),
-                git_ref: Some(sha.to_ascii_uppercase()),
-                trigger: crafting_table::ledger::Trigger::Api,
-                schedule: None,
-            })
-            .unwrap();
-        l.enqueue_job(&new, chrono::Utc::now().timestamp_millis())
-            .unwrap()
-            .0
-            .id
-    });
+    let id = f.enqueue_ref("app", "head", &sha.to_ascii_uppercase());
     f.runner.wake();
     let j = f.finished(&id).await;
     assert_eq!(j.status, JobStatus::Succeeded, "{}", f.log(&id));
