@@ -226,10 +226,26 @@ fn check(data: &Path, acked: &HashSet<String>, live_since: i64, settled: bool) -
                 || (settled && j.status == JobStatus::Queued)
         })
         .count();
-    c.orphans = marked_processes()
-        .iter()
+    let orphans: Vec<(i32, Option<String>)> = marked_processes()
+        .into_iter()
         .filter(|(_, job)| job.as_deref().is_none_or(|j| !running.contains(j)))
-        .count();
+        .collect();
+    for (pid, job) in &orphans {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let status = job.as_deref().map(|j| {
+            jobs.iter()
+                .find(|x| x.id == j)
+                .map(|x| format!("{:?} pgid={:?}", x.status, x.pgid))
+                .unwrap_or_else(|| "not in the ledger".to_owned())
+        });
+        eprintln!(
+            "orphan pid {pid} job {job:?} ({status:?}) stat [{}] cmd [{cmd}]",
+            stat.trim()
+        );
+    }
+    c.orphans = orphans.len();
     let ws = data.join("workspace/soak");
     c.leaked = std::fs::read_dir(&ws)
         .into_iter()

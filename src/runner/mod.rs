@@ -293,11 +293,28 @@ impl Runner {
     /// Fails every job a previous process left `running`. Returns how many.
     pub async fn sweep(&self) -> Result<usize, LedgerError> {
         let stale = self.inner.db.read(|l| l.running_jobs()).await?;
+        let stale: Vec<_> = {
+            let running = lock(&self.inner.running);
+            stale
+                .into_iter()
+                .filter(|j| !running.contains_key(&j.id))
+                .collect()
+        };
+        // A runner killed between starting a command and recording its process
+        // group leaves processes the recorded group cannot find: find them by the
+        // job id in their environment (found by the crash soak).
+        let ids: std::collections::HashSet<String> = stale.iter().map(|j| j.id.clone()).collect();
+        let killed = tokio::task::spawn_blocking(move || process::kill_by_job_id(&ids))
+            .await
+            .unwrap_or(0);
+        if killed > 0 {
+            tracing::warn!(
+                killed,
+                "killed processes left by a crashed runner (found by job id)"
+            );
+        }
         let mut n = 0;
         for job in stale {
-            if lock(&self.inner.running).contains_key(&job.id) {
-                continue;
-            }
             if let (Some(pgid), Some(start)) = (job.pgid, job.pgid_start_time) {
                 let killed = process::kill_orphaned_group(pgid as i32, start as u64);
                 if killed > 0 {

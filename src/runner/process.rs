@@ -160,6 +160,51 @@ pub fn kill_orphaned_group(pgid: i32, since: u64) -> usize {
     signalled
 }
 
+/// The job a live process belongs to, by the `CRAFTING_JOB_ID` in its environment
+/// (set for every job, sandboxed or not, and inherited by what it starts).
+fn job_of(pid: i32) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"CRAFTING_JOB_ID="))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
+}
+
+/// Kills every live process whose environment names one of `jobs`: what a runner
+/// killed before it could record its job's process group left behind. Repeats
+/// briefly while some remain (one may be forking). Returns how many were signalled.
+pub fn kill_by_job_id(jobs: &std::collections::HashSet<String>) -> usize {
+    if jobs.is_empty() {
+        return 0;
+    }
+    let me = std::process::id() as i32;
+    let mut signalled = 0;
+    for _ in 0..50 {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return signalled;
+        };
+        let found: Vec<i32> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| *pid != me)
+            .filter(|pid| proc_info(*pid).is_some_and(|p| p.state != 'Z' && p.state != 'X'))
+            .filter(|pid| job_of(*pid).is_some_and(|j| jobs.contains(&j)))
+            .collect();
+        if found.is_empty() {
+            break;
+        }
+        for pid in &found {
+            // SAFETY: kill has no memory effects; a vanished pid only yields ESRCH.
+            unsafe {
+                libc::kill(*pid, libc::SIGKILL);
+            }
+        }
+        signalled += found.len();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    signalled
+}
+
 /// Copies the pipe to the log until every writer is gone, keeping at most `cap`
 /// bytes. Returns (bytes read, truncated).
 fn pump(

@@ -652,6 +652,40 @@ async fn sweep_fails_orphans_and_kills_their_group() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_kills_a_job_whose_group_was_never_recorded() {
+    // A runner killed right after starting a command, before it recorded the
+    // process group: the sweep finds the processes by the job id in their
+    // environment (and leaves a process of another job alone).
+    let f = Farm::new(&one("app", &[("ok", "true")], 60), 1, 1 << 20);
+    let (id, _) = f.enqueue("app", ".", "ok");
+    let spawn = |job: &str| {
+        std::process::Command::new("setsid")
+            .args(["sh", "-c", "sleep 600 & sleep 600; wait"])
+            .env("CRAFTING_JOB_ID", job)
+            .spawn()
+            .unwrap()
+    };
+    let mut ours = spawn(&id);
+    let mut other = spawn("another-job");
+    let (a, b) = (ours.id() as i32, other.id() as i32);
+    while process::group_members(a).len() < 3 || process::group_members(b).len() < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f.ledger(|l| assert!(l.claim_job(&id, "x", 1).unwrap()));
+    assert_eq!(f.runner.sweep().await.unwrap(), 1);
+    let _ = ours.wait();
+    assert_group_gone(a.into());
+    assert_eq!(
+        process::group_members(b).len(),
+        3,
+        "another job's processes live on"
+    );
+    let leader = process::proc_info(b).unwrap().start_time;
+    process::kill_orphaned_group(b, leader);
+    let _ = other.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_never_kills_a_reused_pid() {
     let f = Farm::new(&one("app", &[("ok", "true")], 60), 1, 1 << 20);
     let (id, _) = f.enqueue("app", ".", "ok");
