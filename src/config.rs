@@ -37,6 +37,7 @@ const KEYS: &[&str] = &[
     "retain_days",
     "retain_runs",
     "warm_idle_secs",
+    "ui_session_secs",
     "smtp_host",
     "smtp_port",
     "smtp_user",
@@ -202,6 +203,8 @@ pub struct Config {
     pub retain_runs: u64,
     /// Seconds an idle warm worktree is kept before gc removes it.
     pub warm_idle_secs: u64,
+    /// Seconds a web-page session lasts after its login.
+    pub ui_session_secs: u64,
     /// Digest delivery, when configured.
     pub smtp: Option<SmtpConfig>,
     /// Default digest time (`HH:MM`) of projects' own `notify` blocks.
@@ -469,6 +472,7 @@ impl Config {
         let retain_days = src.parsed("retain_days", 90u64, positive)?;
         let retain_runs = src.parsed("retain_runs", 100u64, positive)?;
         let warm_idle_secs = src.parsed("warm_idle_secs", 3600u64, positive)?;
+        let ui_session_secs = src.parsed("ui_session_secs", 43_200u64, positive)?;
 
         let smtp_tls = src.parsed("smtp_tls", SmtpTls::None, parse_tls)?;
         let smtp_port = src.parsed(
@@ -603,6 +607,7 @@ impl Config {
             retain_days,
             retain_runs,
             warm_idle_secs,
+            ui_session_secs,
             smtp,
             digest_time,
             digest_timezone,

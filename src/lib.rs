@@ -5,7 +5,7 @@
 //! Two layers. The core — `config`, `clock`, `manifest`, `registry`, `reconciler`,
 //! `scheduler`, `ledger`, `enqueue`, `events`, `runner`, `workspace`, `git`,
 //! `logfile`, `parsers`, `findings`, `gc`, `notify` — never imports an edge. The edges serve
-//! people (`api`, `client`, `mcp`) and the wiring puts everything together (`farm`, `serve`, the
+//! people (`api`, `ui`, `client`, `mcp`) and the wiring puts everything together (`farm`, `serve`, the
 //! binary).
 
 pub mod api;
@@ -31,4 +31,5 @@ pub mod registry;
 pub mod runner;
 pub mod scheduler;
 pub mod serve;
+pub mod ui;
 pub mod workspace;

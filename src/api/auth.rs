@@ -277,6 +277,18 @@ impl Caller {
     }
 }
 
+/// Whether `token` may be used by `client` (its own networks, when it has any).
+pub fn token_allows(token: &crate::ledger::Token, client: Option<&ClientAddr>) -> bool {
+    token.ip_cidrs.is_empty()
+        || client.is_some_and(|c| {
+            token
+                .ip_cidrs
+                .iter()
+                .filter_map(|n| n.parse::<ipnet::IpNet>().ok())
+                .any(|n| n.contains(&c.ip))
+        })
+}
+
 fn unauthorized(msg: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
 }
@@ -305,18 +317,8 @@ impl FromRequestParts<AppState> for Caller {
             .read(move |l| l.token_by_hash(&hash))
             .await?
             .ok_or_else(|| unauthorized("unknown or revoked token"))?;
-        if !token.ip_cidrs.is_empty() {
-            let client = parts.extensions.get::<ClientAddr>().map(|c| c.ip);
-            let ok = client.is_some_and(|ip| {
-                token
-                    .ip_cidrs
-                    .iter()
-                    .filter_map(|c| c.parse::<ipnet::IpNet>().ok())
-                    .any(|n| n.contains(&ip))
-            });
-            if !ok {
-                return Err(unauthorized("this token may not be used from this address"));
-            }
+        if !token_allows(&token, parts.extensions.get::<ClientAddr>()) {
+            return Err(unauthorized("this token may not be used from this address"));
         }
         Ok(Caller {
             name: token.name,

@@ -334,6 +334,17 @@ pub async fn log(
             _ => Ok((headers, Body::empty()).into_response()),
         };
     }
+    let stream = self::follow(&state, &job).await?;
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+/// A job's log from its start, fed as it grows until the job ends: the source of
+/// `?follow=1` and of the web page's live log.
+pub async fn follow(
+    state: &AppState,
+    job: &Job,
+) -> Result<impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + use<>, ApiError> {
+    let path = crate::logfile::path(&state.config.logs_dir(), &job.id);
     // Subscribe before looking at the job: its end cannot slip between the two.
     let events = state.events.subscribe();
     let job_id = job.id.clone();
@@ -342,7 +353,7 @@ pub async fn log(
         .read(move |l| l.get_job(&id2))
         .await?
         .is_none_or(|j| j.status.is_terminal());
-    let stream = futures_util::stream::unfold(
+    Ok(futures_util::stream::unfold(
         Follow {
             path,
             offset: 0,
@@ -367,8 +378,7 @@ pub async fn log(
                 f.ended = f.wait_for_end(Duration::from_millis(200)).await;
             }
         },
-    );
-    Ok((headers, Body::from_stream(stream)).into_response())
+    ))
 }
 
 /// A log being followed.

@@ -8,12 +8,15 @@
 
 mod admin;
 mod auth;
-pub use auth::{ClientAddr, client_addr};
+pub use auth::{Caller, ClientAddr, client_addr, token_allows};
 mod digests;
 mod jobs;
+pub use jobs::{follow, rfc3339, visible_job};
 pub mod openapi;
 mod patches;
+pub use patches::PatchJson;
 mod projects;
+pub use projects::visible_project;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,6 +126,16 @@ impl ApiError {
     /// 409 with a message.
     pub fn conflict(msg: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", msg)
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message for people.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -319,8 +332,23 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::mcp_caller,
         ))
-        .layer(axum::middleware::from_fn_with_state(state, auth::lan_only));
-    mcp.merge(app)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::lan_only,
+        ));
+    // The web pages and badges: behind the same LAN check, their own HTML errors.
+    let ui = crate::ui::routes()
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            crate::ui::panic_page,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::lan_only,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state);
+    mcp.merge(ui).merge(app)
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -8,7 +8,7 @@
 //! Times are INTEGER milliseconds since the Unix epoch (UTC).
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 const V1: &str = r#"
 CREATE TABLE tokens (
@@ -291,4 +291,16 @@ CREATE INDEX patch_attempts_by_status ON patch_attempts (status);
 const V4: &str = r#"
 ALTER TABLE jobs ADD COLUMN pruned_at INTEGER;
 CREATE INDEX jobs_by_command ON jobs (project_name, subproject, recipe, finished_at);
+"#;
+
+/// Web-page sessions: the cookie's value is stored hashed; a session belongs to a
+/// token and ends with it (revoked, or expired).
+const V5: &str = r#"
+CREATE TABLE ui_sessions (
+    id_hash     TEXT PRIMARY KEY,
+    token_name  TEXT NOT NULL REFERENCES tokens (name),
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
 "#;

@@ -18,6 +18,7 @@ mod patches;
 mod retention;
 mod schedules;
 mod tokens;
+mod views;
 
 pub use digests::*;
 pub use findings::*;
@@ -28,6 +29,7 @@ pub use patches::*;
 pub use retention::*;
 pub use schedules::*;
 pub use tokens::*;
+pub use views::*;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

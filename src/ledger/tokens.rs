@@ -90,13 +90,80 @@ impl Ledger {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// Revokes a live token; `false` when there is none by that name.
-    pub fn revoke_token(&self, name: &str, now: i64) -> Result<bool, LedgerError> {
-        let n = self
+    /// Revokes a live token and ends its web sessions; `false` when there is no
+    /// live token by that name.
+    pub fn revoke_token(&mut self, name: &str, now: i64) -> Result<bool, LedgerError> {
+        let err = super::sql_error(&self.path);
+        let tx = self
             .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let n = tx
             .execute(
                 "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
                 params![name, now],
+            )
+            .map_err(err)?;
+        tx.execute(
+            "DELETE FROM ui_sessions WHERE token_name = ?1",
+            params![name],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(n == 1)
+    }
+
+    /// Starts a web session for the live token `token_name` (`false`: no such live
+    /// token), and forgets sessions that expired.
+    pub fn create_session(
+        &mut self,
+        id_hash: &str,
+        token_name: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, LedgerError> {
+        let err = super::sql_error(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute(
+            "DELETE FROM ui_sessions WHERE expires_at <= ?1",
+            params![now],
+        )
+        .map_err(err)?;
+        let n = tx
+            .execute(
+                "INSERT INTO ui_sessions (id_hash, token_name, created_at, expires_at)
+                 SELECT ?1, name, ?3, ?4 FROM tokens WHERE name = ?2 AND revoked_at IS NULL",
+                params![id_hash, token_name, now, expires_at],
+            )
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(n == 1)
+    }
+
+    /// The live token of an unexpired session.
+    pub fn session_token(&self, id_hash: &str, now: i64) -> Result<Option<Token>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT t.name, t.is_admin, t.ip_cidrs, t.created_at, t.revoked_at
+                 FROM ui_sessions s JOIN tokens t ON t.name = s.token_name
+                 WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND t.revoked_at IS NULL",
+                params![id_hash, now],
+                token_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Ends a session (logout); `false` when there was none.
+    pub fn end_session(&self, id_hash: &str) -> Result<bool, LedgerError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM ui_sessions WHERE id_hash = ?1",
+                params![id_hash],
             )
             .map_err(|e| self.err(e))?;
         Ok(n == 1)

@@ -106,6 +106,10 @@ pub struct ProjectSpec {
     /// While set, schedules do not fire for this project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<Suspend>,
+    /// Serve `/badge/{project}/{command}.svg` without a token (for READMEs): the
+    /// last status of each command becomes public on the farm's networks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public_badges: bool,
 }
 
 fn default_branch() -> String {

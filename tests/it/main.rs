@@ -21,4 +21,5 @@ mod sandbox;
 mod scheduler;
 mod schema;
 mod seams;
+mod ui;
 mod warm;

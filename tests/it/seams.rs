@@ -51,6 +51,16 @@ pub struct OneProject {
 
 impl OneProject {
     pub async fn start(commands: &str) -> OneProject {
+        OneProject::start_with(commands, "", &[]).await
+    }
+
+    /// With more of the project's spec (`spec_extra`, YAML at the spec's
+    /// indentation) and more settings.
+    pub async fn start_with(
+        commands: &str,
+        spec_extra: &str,
+        env: &[(&str, String)],
+    ) -> OneProject {
         let tmp = tempfile::tempdir().unwrap();
         let repo = Repo::new();
         repo.write("src/a.ts", "let x: number = 'one';\n")
@@ -60,14 +70,16 @@ impl OneProject {
         std::fs::write(
             reg.join("app.yaml"),
             format!(
-                "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      language: typescript\n      timeout_secs: 60\n{commands}",
+                "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n{spec_extra}  subprojects:\n    - path: .\n      language: typescript\n      timeout_secs: 60\n{commands}",
                 repo.path.display()
             ),
         )
         .unwrap();
+        let mut settings = vec![("CRAFTING_REGISTRY", reg.display().to_string())];
+        settings.extend(env.iter().cloned());
         let farm = start_with(
             &tmp.path().join("data"),
-            &[("CRAFTING_REGISTRY", reg.display().to_string())],
+            &settings,
             FarmOptions {
                 kill_grace: Duration::from_secs(2),
                 ..FarmOptions::default()
