@@ -18,13 +18,16 @@ pub struct TrendPoint {
     pub subproject: String,
     /// When it finished (ms).
     pub finished_at: i64,
-    /// Findings it reported (open after this run).
+    /// Findings open in the whole project after this run (each command's latest).
     pub open: i64,
     /// Of those, how many the previous run of its command did not have.
     pub new: i64,
     /// Findings of the previous run that this one no longer reports.
     pub fixed: i64,
 }
+
+/// Runs read per point shown, so the project's sums start primed.
+const PRIME: usize = 5;
 
 impl Ledger {
     /// The newest finished job of one command, if it ever ran.
@@ -49,7 +52,9 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
-    /// The newest `limit` finished runs of `project`, oldest first.
+    /// The newest `limit` finished runs of `project`, oldest first. `open` after a
+    /// run is the project's whole count: the sum over its commands of each one's
+    /// latest run at that moment (runs before the window prime the sums).
     pub fn findings_trend(
         &self,
         project: &str,
@@ -67,7 +72,7 @@ impl Ledger {
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![project, limit as i64], |r| {
+            .query_map(params![project, (limit * PRIME) as i64], |r| {
                 let fixed: String = r.get(5)?;
                 Ok(TrendPoint {
                     job_id: r.get(0)?,
@@ -83,8 +88,15 @@ impl Ledger {
                 })
             })
             .map_err(|e| self.err(e))?;
-        let mut out: Vec<TrendPoint> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
-        out.reverse();
-        Ok(out)
+        let mut runs: Vec<TrendPoint> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        runs.reverse();
+        let mut latest: std::collections::HashMap<(String, String), i64> =
+            std::collections::HashMap::new();
+        for p in &mut runs {
+            latest.insert((p.subproject.clone(), p.recipe.clone()), p.open);
+            p.open = latest.values().sum();
+        }
+        let skip = runs.len().saturating_sub(limit);
+        Ok(runs.split_off(skip))
     }
 }

@@ -30,6 +30,7 @@ fn migrates_an_empty_file_and_reopens() {
         "digests",
         "digest_units",
         "digest_fires",
+        "ui_sessions",
     ] {
         assert!(
             tables.iter().any(|n| n == t),
@@ -207,4 +208,35 @@ fn open_read_only_does_not_create() {
     let path = dir.path().join("missing.sqlite3");
     assert!(Ledger::open_read_only(&path).is_err());
     assert!(!path.exists());
+}
+
+#[test]
+fn web_sessions_expire_and_end_with_their_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("l.sqlite3")).unwrap();
+    assert!(
+        ledger
+            .insert_token("team", "h-team", false, &[], 0)
+            .unwrap()
+    );
+    assert!(ledger.create_session("s1", "team", 1_000, 2_000).unwrap());
+    assert_eq!(
+        ledger.session_token("s1", 1_999).unwrap().unwrap().name,
+        "team"
+    );
+    assert!(
+        ledger.session_token("s1", 2_000).unwrap().is_none(),
+        "expired"
+    );
+    assert!(ledger.session_token("nope", 1_500).unwrap().is_none());
+    // A later login forgets expired sessions; none for an unknown token.
+    assert!(ledger.create_session("s2", "team", 2_500, 9_000).unwrap());
+    assert!(!ledger.create_session("s3", "ghost", 2_500, 9_000).unwrap());
+    assert!(ledger.end_session("s2").unwrap());
+    assert!(!ledger.end_session("s2").unwrap());
+    // Revoking the token ends its sessions, and no new one starts.
+    assert!(ledger.create_session("s4", "team", 3_000, 9_000).unwrap());
+    assert!(ledger.revoke_token("team", 3_100).unwrap());
+    assert!(ledger.session_token("s4", 3_200).unwrap().is_none());
+    assert!(!ledger.create_session("s5", "team", 3_300, 9_000).unwrap());
 }

@@ -1,6 +1,7 @@
 //! The integration test binary: one binary for every suite keeps link time down.
 
 mod api;
+mod browser;
 mod cli;
 mod client;
 mod config;

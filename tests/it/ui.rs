@@ -289,10 +289,20 @@ async fn a_page_shows_what_its_token_sees_and_revoking_ends_the_session() {
     assert!(job.contains("src/a.ts:1"), "{job}");
     let (_, _, only_new) = page(base, &admin, &format!("/ui/jobs/{id}?state=unchanged")).await;
     assert!(only_new.contains("0 of 1 findings"), "{only_new}");
+    // Another command's clean run leaves the project's open count as it was.
+    let (_, v) = s
+        .api
+        .call(
+            "POST",
+            "/projects/app/jobs",
+            Some(json!({"recipe": "test"})),
+        )
+        .await;
+    job_ended(&s.farm, &s.api, v["job_id"].as_str().unwrap()).await;
     let (status, _, project) = page(base, &admin, "/ui/projects/app").await;
     assert_eq!(status, 200);
     assert!(project.contains("<svg"), "the trend chart: {project}");
-    assert!(project.contains("1 open now"), "{project}");
+    assert!(project.contains("last 2 runs: 1 open now"), "{project}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
