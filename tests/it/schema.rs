@@ -23,7 +23,7 @@ fn committed_schemas_match_the_types() {
     }
     assert!(
         stale.is_empty(),
-        "schema/ is out of date for {stale:?}: run `CRAFTING_BLESS=1 cargo test --test schema` and commit the result"
+        "schema/ is out of date for {stale:?}: run `CRAFTING_BLESS=1 cargo test --test it -- schema::` and commit the result"
     );
 }
 
