@@ -39,6 +39,29 @@ pub const COOKIE: &str = "ct_session";
 const CSS: &str = include_str!("assets/app.css");
 const JS: &str = include_str!("assets/app.js");
 
+/// Every route of the pages and badges: (method, path), as [`routes`] serves them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/ui"),
+    ("get", "/ui/"),
+    ("get", "/ui/login"),
+    ("post", "/ui/login"),
+    ("post", "/ui/logout"),
+    ("get", "/ui/projects/{name}"),
+    ("post", "/ui/projects/{name}/run"),
+    ("get", "/ui/jobs/{id}"),
+    ("get", "/ui/jobs/{id}/log.txt"),
+    ("get", "/ui/jobs/{id}/events"),
+    ("post", "/ui/jobs/{id}/run-again"),
+    ("post", "/ui/jobs/{id}/cancel"),
+    ("get", "/ui/registry"),
+    ("get", "/ui/patches"),
+    ("get", "/ui/assets/app.css"),
+    ("get", "/ui/assets/app.js"),
+    ("get", "/ui/{*rest}"),
+    ("post", "/ui/{*rest}"),
+    ("get", "/badge/{project}/{file}"),
+];
+
 /// The routes of the pages and badges (the caller adds the LAN check).
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -375,6 +375,25 @@ async fn lan_allowlist_refuses_before_auth() {
     assert_error(&v, "not_on_lan");
     let (s, _) = app.get("/projects", &app.admin).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // The web pages, their assets and the badges are behind the same check.
+    for (method, path) in crafting_table::ui::ROUTES {
+        let path = path
+            .replace("{name}", "app")
+            .replace("{id}", "x")
+            .replace("{*rest}", "anything")
+            .replace("{project}", "app")
+            .replace("{file}", "test.svg");
+        let r = app
+            .client
+            .request(
+                method.to_uppercase().parse().unwrap(),
+                format!("{}{path}", app.base),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path}");
+    }
     // A forwarding header from a peer that is not a trusted proxy changes nothing.
     let s = app
         .client
