@@ -29,3 +29,13 @@ timeout 900 schemathesis run "http://127.0.0.1:$port/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --exclude-operation-id delete_admin_tokens__name_ \
   --max-examples 25 --request-timeout 10 --generation-deterministic
+
+# The web pages: no 5xx for any path, query or form, logged in (a session cookie
+# from the login form). Logout is left out: it would end the session mid-run.
+cookie=$(curl -s -o /dev/null -D - --data-urlencode "token=$bearer" "http://127.0.0.1:$port/ui/login" \
+  | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \(ct_session=[^;]*\).*/\1/p')
+[ -n "$cookie" ] || { echo "login to the web pages gave no session cookie"; exit 1; }
+timeout 600 schemathesis run .ci/ui-pages.openapi.json --url "http://127.0.0.1:$port" \
+  -H "Cookie: $cookie" \
+  --checks not_a_server_error \
+  --max-examples 25 --request-timeout 10 --generation-deterministic
