@@ -43,6 +43,14 @@ status=$(grep -m1 -E '^"(succeeded|failed)"' "$work/second.out" || true)
 count=$(sed -n '2p' <(grep -A1 -E '^"(succeeded|failed)"' "$work/second.out"))
 echo "job status $status, findings $count"
 [ "$status" = '"succeeded"' ] && [ "${count:-0}" -gt 0 ]
+# The pages the README points at: log in with the bearer, the farm grid lists the
+# project with its lint result.
+grep -q "pages     http://127.0.0.1:8810/ui/" "$work/serve.out"
+cookie=$(curl -s -o /dev/null -D - --data-urlencode "token=$(cat data/admin-bearer.txt)" http://127.0.0.1:8810/ui/login \
+  | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \(ct_session=[^;]*\).*/\1/p')
+farm_page=$(curl -sf -H "Cookie: $cookie" http://127.0.0.1:8810/ui/)
+grep -q 'data-project="crafting-table"' <<<"$farm_page"
+echo "the farm page lists crafting-table"
 python3 -c 'import json,sys; d=json.load(open("lint.sarif")); n=sum(len(r["results"]) for r in d["runs"]); assert n > 0; print(f"lint.sarif: {n} results")'
 
 echo "-- your own projects"

@@ -136,6 +136,7 @@ fn print_banner(
     let rel_bearer = cfg.admin_bearer_path();
     println!("crafting-table {} is running", env!("CARGO_PKG_VERSION"));
     println!("  api       {url}   (openapi: {url}/openapi.json)");
+    println!("  pages     {url}/ui/   (log in with a bearer token)");
     if cfg.workspace_dir.starts_with(data_dir) {
         println!(
             "  data      {}  (ledger.sqlite3, logs/, workspace/)",
