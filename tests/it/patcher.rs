@@ -381,6 +381,19 @@ async fn clippy_finding_to_pull_request_with_clawdforge() {
     assert_eq!(a["pull_request"]["number"], 1, "{a}");
     assert_eq!(a["pull_request"]["state"], "open");
 
+    // The patches page shows the attempt: status, the diff, the pull request.
+    let cookie = crate::ui::login(&pf.api.base, &pf.api.bearer).await;
+    let (status, _, html) = crate::ui::page(&pf.api.base, &cookie, "/ui/patches").await;
+    assert_eq!(status, 200);
+    for want in [
+        "pr_opened",
+        a["pull_request"]["url"].as_str().unwrap(),
+        "println!(&quot;hi&quot;)",
+        a["verify_job_id"].as_str().unwrap(),
+    ] {
+        assert!(html.contains(want), "{want} in {html}");
+    }
+
     // The branch on the forge holds exactly that change.
     let changed = pf.forge_git(&["diff", "--name-only", "main", &branch]);
     assert_eq!(changed, "src/main.rs");

@@ -34,7 +34,7 @@ fn set_cookie(r: &reqwest::Response) -> String {
 }
 
 /// Logs in with `bearer` and returns the `Cookie` header value.
-async fn login(base: &str, bearer: &str) -> String {
+pub async fn login(base: &str, bearer: &str) -> String {
     let r = http()
         .post(format!("{base}/ui/login"))
         .form(&[("token", bearer)])
@@ -47,7 +47,7 @@ async fn login(base: &str, bearer: &str) -> String {
     c.split(';').next().unwrap().to_owned()
 }
 
-async fn page(base: &str, cookie: &str, path: &str) -> (u16, String, String) {
+pub async fn page(base: &str, cookie: &str, path: &str) -> (u16, String, String) {
     let r = http()
         .get(format!("{base}{path}"))
         .header(header::COOKIE, cookie)
@@ -121,6 +121,21 @@ async fn pages_need_a_session_and_login_sets_a_strict_cookie() {
     let (status, _, reg) = page(base, &cookie, "/ui/registry").await;
     assert_eq!(status, 200);
     assert!(reg.contains("app.yaml"), "{reg}");
+    // A manifest error shows at file:line:col, and is counted on the farm page.
+    std::fs::write(
+        s._tmp.path().join("registry/broken.yaml"),
+        "apiVersion: crafting-table/v1\nkind: Recipe\nmetadata:\n  name: broken\nspec:\n  timeout_secs: many\n",
+    )
+    .unwrap();
+    s.farm.reconcile.run_now().await.unwrap();
+    let (_, _, reg) = page(base, &cookie, "/ui/registry").await;
+    assert!(reg.contains("broken.yaml:6:"), "{reg}");
+    assert!(reg.contains("error: "), "{reg}");
+    let (_, _, farm) = page(base, &cookie, "/ui/").await;
+    assert!(
+        farm.contains(r#"<a class="error" href="/ui/registry">1</a>"#),
+        "{farm}"
+    );
     let (status, _, _) = page(base, &cookie, "/ui/patches").await;
     assert_eq!(status, 200);
     let (status, _, missing) = page(base, &cookie, "/ui/jobs/nope").await;
@@ -303,6 +318,25 @@ async fn a_page_shows_what_its_token_sees_and_revoking_ends_the_session() {
     assert_eq!(status, 200);
     assert!(project.contains("<svg"), "the trend chart: {project}");
     assert!(project.contains("last 2 runs: 1 open now"), "{project}");
+    // A schedule of the project, with its next fire in its own zone and in UTC
+    // (which the page's script turns into the viewer's).
+    std::fs::write(
+        s._tmp.path().join("registry/nightly.yaml"),
+        crate::helpers::schedule("nightly", "30 2 * * *", "Europe/Berlin", "[app]", ""),
+    )
+    .unwrap();
+    s.farm.reconcile.run_now().await.unwrap();
+    let (_, _, project) = page(base, &admin, "/ui/projects/app").await;
+    assert!(project.contains("nightly"), "{project}");
+    assert!(
+        project.contains("<code>30 2 * * *</code> Europe/Berlin"),
+        "{project}"
+    );
+    assert!(
+        project.contains("02:30 CE"),
+        "next fire in Berlin time: {project}"
+    );
+    assert!(project.contains("data-local"), "{project}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
