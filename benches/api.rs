@@ -99,12 +99,22 @@ fn generate(data: &std::path::Path, jobs: usize) {
     tx.commit().expect("commit");
 }
 
-async fn load(base: &str, bearer: &str, paths: &[String]) -> (f64, f64, f64, usize) {
+/// How a request authenticates: an `Authorization` bearer or a page's session cookie.
+#[derive(Clone)]
+struct Auth(&'static str, String);
+
+impl Auth {
+    fn bearer(b: &str) -> Auth {
+        Auth("authorization", format!("Bearer {b}"))
+    }
+}
+
+async fn load(base: &str, auth: &Auth, paths: &[String]) -> (f64, f64, f64, usize) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(SECONDS);
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
-        let (client, base, bearer) = (client.clone(), base.to_owned(), bearer.to_owned());
+        let (client, base, auth) = (client.clone(), base.to_owned(), auth.clone());
         let paths = paths.to_vec();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -113,7 +123,7 @@ async fn load(base: &str, bearer: &str, paths: &[String]) -> (f64, f64, f64, usi
                 let t = Instant::now();
                 let r = client
                     .get(format!("{base}{}", paths[i % paths.len()]))
-                    .bearer_auth(&bearer)
+                    .header(auth.0, &auth.1)
                     .send()
                     .await
                     .expect("send");
@@ -275,7 +285,39 @@ fn ledger_load(rt: &tokio::runtime::Runtime, jobs: usize) {
         idle as f64 / 1024.0
     );
     for (name, paths) in &cases {
-        let (p50, p99, rps, n) = rt.block_on(load(&base, &bearer, paths));
+        let (p50, p99, rps, n) = rt.block_on(load(&base, &Auth::bearer(&bearer), paths));
+        println!(
+            "  {name:<26} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   {rps:>8.0} req/s   ({n} requests)"
+        );
+    }
+    // The web pages, logged in with a session cookie.
+    let cookie = rt.block_on(async {
+        let r = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+            .post(format!("{base}/ui/login"))
+            .form(&[("token", bearer.as_str())])
+            .send()
+            .await
+            .expect("login");
+        let c = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        c.split(';').next().unwrap_or_default().to_owned()
+    });
+    let pages: Vec<(&str, Vec<String>)> = vec![
+        ("page /ui/", vec!["/ui/".to_owned()]),
+        ("page /ui/projects/big", vec!["/ui/projects/big".to_owned()]),
+        (
+            "page /ui/jobs/{id}",
+            ids.iter().map(|i| format!("/ui/jobs/{i}")).collect(),
+        ),
+    ];
+    for (name, paths) in &pages {
+        let (p50, p99, rps, n) = rt.block_on(load(&base, &Auth("cookie", cookie.clone()), paths));
         println!(
             "  {name:<26} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   {rps:>8.0} req/s   ({n} requests)"
         );

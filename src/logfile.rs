@@ -83,6 +83,23 @@ pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// The file's last bytes, at most `max`, up to its size now: `(start, bytes)`, the
+/// bytes being the file from offset `start` to `start + bytes.len()`. A missing
+/// file is `(0, [])`. Blocking.
+pub fn tail_window(path: &Path, max: u64) -> (u64, Vec<u8>) {
+    let Some(mut f) = open_regular(path) else {
+        return (0, Vec::new());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return (0, Vec::new());
+    }
+    let mut buf = Vec::new();
+    let _ = Read::by_ref(&mut f).take(len - start).read_to_end(&mut buf);
+    (start, buf)
+}
+
 /// Up to `max` bytes of a file from `offset` (empty when there is nothing new or
 /// no file). Blocking.
 pub fn read_from(path: &Path, offset: u64, max: u64) -> Vec<u8> {

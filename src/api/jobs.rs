@@ -86,17 +86,7 @@ pub async fn enqueue(
         trigger: Trigger::Api,
         schedule: None,
     };
-    let (job, coalesced) = state.runner.enqueue(request).await.map_err(|e| match e {
-        EnqueueError::UnknownProject(_) => ApiError::not_found(e.to_string()),
-        EnqueueError::Resolve(
-            ResolveError::UnknownSubproject { .. } | ResolveError::UnknownCommand { .. },
-        ) => ApiError::not_found(e.to_string()),
-        EnqueueError::Resolve(ResolveError::MissingRecipe(_))
-        | EnqueueError::Retired(_)
-        | EnqueueError::Unreadable(..) => ApiError::conflict(e.to_string()),
-        EnqueueError::BadRef(_) => ApiError::invalid(e.to_string()),
-        EnqueueError::Ledger(e) => ApiError::from(e),
-    })?;
+    let (job, coalesced) = state.runner.enqueue(request).await.map_err(enqueue_error)?;
     let status = if coalesced {
         StatusCode::OK
     } else {
@@ -113,6 +103,21 @@ pub async fn enqueue(
         },
     }));
     Ok((status, body).into_response())
+}
+
+/// The answer to a job that cannot be enqueued.
+pub fn enqueue_error(e: EnqueueError) -> ApiError {
+    match e {
+        EnqueueError::UnknownProject(_) => ApiError::not_found(e.to_string()),
+        EnqueueError::Resolve(
+            ResolveError::UnknownSubproject { .. } | ResolveError::UnknownCommand { .. },
+        ) => ApiError::not_found(e.to_string()),
+        EnqueueError::Resolve(ResolveError::MissingRecipe(_))
+        | EnqueueError::Retired(_)
+        | EnqueueError::Unreadable(..) => ApiError::conflict(e.to_string()),
+        EnqueueError::BadRef(_) => ApiError::invalid(e.to_string()),
+        EnqueueError::Ledger(e) => ApiError::from(e),
+    }
 }
 
 /// Query of `GET /jobs`.
@@ -334,15 +339,16 @@ pub async fn log(
             _ => Ok((headers, Body::empty()).into_response()),
         };
     }
-    let stream = self::follow(&state, &job).await?;
+    let stream = self::follow(&state, &job, 0).await?;
     Ok((headers, Body::from_stream(stream)).into_response())
 }
 
-/// A job's log from its start, fed as it grows until the job ends: the source of
-/// `?follow=1` and of the web page's live log.
+/// A job's log from byte `offset`, fed as it grows until the job ends: the source
+/// of `?follow=1` (from the start) and of the web page's live log.
 pub async fn follow(
     state: &AppState,
     job: &Job,
+    offset: u64,
 ) -> Result<impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + use<>, ApiError> {
     let path = crate::logfile::path(&state.config.logs_dir(), &job.id);
     // Subscribe before looking at the job: its end cannot slip between the two.
@@ -356,7 +362,7 @@ pub async fn follow(
     Ok(futures_util::stream::unfold(
         Follow {
             path,
-            offset: 0,
+            offset,
             ended,
             events,
             wrote: state.runner.log_written(&job_id),

@@ -11,7 +11,7 @@ mod auth;
 pub use auth::{Caller, ClientAddr, client_addr, token_allows};
 mod digests;
 mod jobs;
-pub use jobs::{follow, rfc3339, visible_job};
+pub use jobs::{enqueue_error, follow, rfc3339, visible_job};
 pub mod openapi;
 mod patches;
 pub use patches::PatchJson;

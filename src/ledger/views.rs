@@ -4,7 +4,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::jobs::{JOB_COLUMNS, Job, job_from_row};
+use super::jobs::{JOB_COLUMNS, Job, JobStatus, job_from_row};
 use super::{Ledger, LedgerError};
 
 /// One finished run of a project, as its findings trend shows it.
@@ -20,17 +20,35 @@ pub struct TrendPoint {
     pub finished_at: i64,
     /// Findings open in the whole project after this run (each command's latest).
     pub open: i64,
-    /// Of those, how many the previous run of its command did not have.
+    /// Findings of this run that the previous run of its command did not have.
     pub new: i64,
     /// Findings of the previous run that this one no longer reports.
     pub fixed: i64,
+}
+
+/// A queued or running job, as the farm grid shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveJob {
+    /// Job id.
+    pub id: String,
+    /// Project.
+    pub project: String,
+    /// Subproject.
+    pub subproject: String,
+    /// Command.
+    pub recipe: String,
+    /// `queued` or `running`.
+    pub status: JobStatus,
+    /// Enqueued (ms).
+    pub created_at: i64,
 }
 
 /// Runs read per point shown, so the project's sums start primed.
 const PRIME: usize = 5;
 
 impl Ledger {
-    /// The newest finished job of one command, if it ever ran.
+    /// The newest finished job of one command, if it ever ran (a patch's verify
+    /// run, on a branch of the patcher's, is not the command's own result).
     pub fn last_finished_job(
         &self,
         project: &str,
@@ -40,9 +58,9 @@ impl Ledger {
         self.conn
             .query_row(
                 &format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_by_command
+                    "SELECT {JOB_COLUMNS} FROM jobs
                      WHERE project_name = ?1 AND subproject = ?2 AND recipe = ?3
-                       AND finished_at IS NOT NULL
+                       AND finished_at IS NOT NULL AND trigger != 'patch_verify'
                      ORDER BY finished_at DESC LIMIT 1"
                 ),
                 params![project, subproject, recipe],
@@ -63,12 +81,11 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT j.id, j.recipe, j.subproject, j.finished_at, j.findings_count, j.fixed_json,
-                        (SELECT COUNT(*) FROM findings f
-                          WHERE f.job_id = j.id AND f.baseline_state = 'new')
-                 FROM jobs j INDEXED BY jobs_by_finish
-                 WHERE j.project_name = ?1 AND j.finished_at IS NOT NULL
-                 ORDER BY j.finished_at DESC LIMIT ?2",
+                "SELECT id, recipe, subproject, finished_at, findings_count, fixed_json
+                 FROM jobs
+                 WHERE project_name = ?1 AND finished_at IS NOT NULL
+                   AND status IN ('succeeded', 'failed') AND trigger != 'patch_verify'
+                 ORDER BY finished_at DESC LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -84,7 +101,7 @@ impl Ledger {
                         .ok()
                         .and_then(|v| v.as_array().map(|a| a.len() as i64))
                         .unwrap_or(0),
-                    new: r.get(6)?,
+                    new: 0,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -97,6 +114,36 @@ impl Ledger {
             p.open = latest.values().sum();
         }
         let skip = runs.len().saturating_sub(limit);
-        Ok(runs.split_off(skip))
+        let mut shown = runs.split_off(skip);
+        // New findings only for the runs shown (the priming runs need none).
+        for p in &mut shown {
+            p.new = self.new_findings_count(&p.job_id)?;
+        }
+        Ok(shown)
+    }
+
+    /// The queued and running jobs, briefly (no snapshot or log fields).
+    pub fn active_jobs(&self) -> Result<Vec<ActiveJob>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, project_name, subproject, recipe, status, created_at FROM jobs
+                 WHERE status IN ('queued', 'running')",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let status: String = r.get(4)?;
+                Ok(ActiveJob {
+                    id: r.get(0)?,
+                    project: r.get(1)?,
+                    subproject: r.get(2)?,
+                    recipe: r.get(3)?,
+                    status: JobStatus::parse(&status).unwrap_or(JobStatus::Queued),
+                    created_at: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 }

@@ -26,11 +26,11 @@ use futures_util::StreamExt as _;
 use serde::Deserialize;
 
 use crate::api::{
-    ApiError, AppState, Caller, ClientAddr, hash_bearer, mint_bearer, token_allows, visible_job,
-    visible_project,
+    ApiError, AppState, Caller, ClientAddr, enqueue_error, hash_bearer, mint_bearer, token_allows,
+    visible_job, visible_project,
 };
-use crate::enqueue::{EnqueueError, JobRequest};
-use crate::ledger::{Job, JobStatus, LedgerError, Trigger};
+use crate::enqueue::JobRequest;
+use crate::ledger::{ActiveJob, Job, JobStatus, LedgerError, Trigger};
 use crate::runner::CancelResult;
 
 /// The session cookie's name.
@@ -82,6 +82,12 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/assets/app.js", get(js))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .route("/badge/{project}/{file}", get(badge))
+        .method_not_allowed_fallback(|| async {
+            UiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this page does not accept that method",
+            )
+        })
 }
 
 /// What a page answers when it cannot: an HTML page with the status.
@@ -361,7 +367,7 @@ pub struct Cell {
     /// The newest finished job.
     pub last: Option<Job>,
     /// A queued or running job, the newest.
-    pub active: Option<Job>,
+    pub active: Option<ActiveJob>,
 }
 
 /// A project as the farm grid shows it.
@@ -395,11 +401,19 @@ fn project_rows(
     l: &crate::ledger::Ledger,
     caller: &Caller,
     only: Option<&str>,
-) -> Result<(Vec<ProjectRow>, Vec<Job>), LedgerError> {
+) -> Result<(Vec<ProjectRow>, Vec<ActiveJob>), LedgerError> {
     let snapshot = l.snapshot()?;
     let recipes = crate::enqueue::recipes(&snapshot);
-    let mut active = l.running_jobs()?;
-    active.extend(l.queued_jobs(10_000)?);
+    let active = l.active_jobs()?;
+    // The newest active job of each command.
+    let mut newest: std::collections::HashMap<(&str, &str, &str), &ActiveJob> =
+        std::collections::HashMap::new();
+    for j in &active {
+        let key = (j.project.as_str(), j.subproject.as_str(), j.recipe.as_str());
+        if newest.get(&key).is_none_or(|n| n.created_at < j.created_at) {
+            newest.insert(key, j);
+        }
+    }
     let mut rows = Vec::new();
     for o in snapshot.values() {
         if o.kind != crate::manifest::Kind::Project
@@ -424,13 +438,9 @@ fn project_rows(
         for sp in &spec.subprojects {
             for command in crate::manifest::resolve::command_names(sp, &recipes) {
                 let last = l.last_finished_job(&o.name, &sp.path, &command)?;
-                let now_active = active
-                    .iter()
-                    .filter(|j| {
-                        j.project == o.name && j.subproject == sp.path && j.recipe == command
-                    })
-                    .max_by_key(|j| j.created_at)
-                    .cloned();
+                let now_active = newest
+                    .get(&(o.name.as_str(), sp.path.as_str(), command.as_str()))
+                    .map(|j| (*j).clone());
                 cells.push(Cell {
                     subproject: sp.path.clone(),
                     command,
@@ -447,8 +457,9 @@ fn project_rows(
     }
     let visible: std::collections::HashSet<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     let active = active
-        .into_iter()
+        .iter()
         .filter(|j| caller.is_admin || visible.contains(j.project.as_str()))
+        .cloned()
         .collect();
     Ok((rows, active))
 }
@@ -577,8 +588,46 @@ pub struct FindingsFilter {
     pub kind: Option<String>,
 }
 
-/// Lines of log the job page shows without JavaScript.
+/// Lines of log the job page shows, at most (its script then follows the rest).
 const PAGE_LOG_LINES: usize = 2000;
+
+/// Bytes of the log's end the job page reads for those lines.
+const PAGE_LOG_BYTES: u64 = 256 * 1024;
+
+/// Most findings the job page lists (the API and SARIF give all of them).
+pub const PAGE_FINDINGS: usize = 500;
+
+/// The end of a job's log as the page shows it.
+#[derive(Debug, Clone, Default)]
+pub struct LogTail {
+    /// Its last lines (each with its line end, when it has one).
+    pub lines: Vec<String>,
+    /// Whether earlier output is not shown.
+    pub cut: bool,
+    /// The byte offset the shown text ends at: the live log continues from there.
+    pub end: u64,
+}
+
+fn log_tail(path: &std::path::Path) -> LogTail {
+    let (start, bytes) = crate::logfile::tail_window(path, PAGE_LOG_BYTES);
+    let end = start + bytes.len() as u64;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut cut = false;
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0); // a partial first line
+        cut = true;
+    }
+    if lines.len() > PAGE_LOG_LINES {
+        lines.drain(..lines.len() - PAGE_LOG_LINES);
+        cut = true;
+    }
+    LogTail {
+        lines: lines.into_iter().map(str::to_owned).collect(),
+        cut,
+        end,
+    }
+}
 
 async fn job(
     State(state): State<AppState>,
@@ -591,15 +640,13 @@ async fn job(
     let jid = job.id.clone();
     let findings = state.db.read(move |l| l.findings_of_job(&jid)).await?;
     let path = crate::logfile::path(&state.config.logs_dir(), &job.id);
-    let log =
-        tokio::task::spawn_blocking(move || crate::logfile::tail_lines(&path, PAGE_LOG_LINES + 1))
-            .await
-            .unwrap_or_default();
+    let log = tokio::task::spawn_blocking(move || log_tail(&path))
+        .await
+        .unwrap_or_default();
     Ok(html(pages::job(
         &s.caller,
         &job,
         &log,
-        PAGE_LOG_LINES,
         &findings,
         &filter,
         state.now_ms(),
@@ -628,65 +675,134 @@ async fn job_log(
         .into_response())
 }
 
-/// Takes the longest complete UTF-8 text off the front of `carry` (a chunk may end
-/// inside a character; bytes that are not UTF-8 at all become U+FFFD).
-fn take_text(carry: &mut Vec<u8>) -> String {
-    match std::str::from_utf8(carry) {
-        Ok(s) => {
-            let t = s.to_owned();
-            carry.clear();
-            t
-        }
-        Err(e) if e.error_len().is_none() => {
-            let n = e.valid_up_to();
-            let t = String::from_utf8_lossy(&carry[..n]).into_owned();
-            carry.drain(..n);
-            t
-        }
-        Err(_) => {
-            let t = String::from_utf8_lossy(carry).into_owned();
-            carry.clear();
-            t
+/// Takes the text off the front of `carry`: every complete character (bytes that
+/// are not UTF-8 become U+FFFD), keeping only an unfinished character at its end
+/// for the next chunk. With `last`, nothing is kept.
+pub fn take_text(carry: &mut Vec<u8>, last: bool) -> String {
+    let mut out = String::new();
+    let mut rest: &[u8] = carry;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                out.push_str(s);
+                rest = &[];
+                break;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                out.push_str(&String::from_utf8_lossy(good));
+                match e.error_len() {
+                    Some(n) => {
+                        out.push(char::REPLACEMENT_CHARACTER);
+                        rest = &bad[n..];
+                    }
+                    None if last => {
+                        out.push(char::REPLACEMENT_CHARACTER);
+                        rest = &[];
+                        break;
+                    }
+                    None => {
+                        rest = bad;
+                        break;
+                    }
+                }
+            }
         }
     }
+    let kept = rest.len();
+    carry.drain(..carry.len() - kept);
+    out
 }
 
-/// Server-Sent Events of a job's log: `log` events (JSON strings of text) from
-/// the start of the log, fed as it grows, then one `end` event with the status.
+/// Where the live log starts: `?from=` (the offset the page's text ends at).
+#[derive(Debug, Default, Deserialize)]
+pub struct EventsQuery {
+    /// Byte offset.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+fn sse_log(text: String, offset: u64) -> Event {
+    Event::default()
+        .event("log")
+        .id(offset.to_string())
+        .data(serde_json::Value::from(text).to_string())
+}
+
+/// Server-Sent Events of a job's log: `log` events (JSON strings of text, each
+/// with the byte offset it reaches as its id) from `?from=` — or, when the browser
+/// reconnects, from its `Last-Event-ID` — fed as the log grows, then one `end`
+/// event with the job's status.
 async fn job_events(
     State(state): State<AppState>,
     s: Session,
+    headers: HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, UiError> {
     let job = visible_job(&state, &s.caller, &id).await?;
-    let chunks = crate::api::follow(&state, &job).await?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let from = resume
+        .or_else(|| query.ok().and_then(|q| q.0.from))
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                UiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{v}` is not a byte offset of the log"),
+                )
+            })
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let chunks = crate::api::follow(&state, &job, from).await?;
     let (db, jid) = (state.db.clone(), job.id.clone());
-    let mut carry = Vec::new();
-    let log = chunks.map(move |chunk| {
-        carry.extend_from_slice(&chunk.unwrap_or_default());
-        let text = take_text(&mut carry);
-        Ok::<_, Infallible>(
-            Event::default()
-                .event("log")
-                .data(serde_json::Value::from(text).to_string()),
-        )
+    // Bytes read but not yet sent (an unfinished character), and the offset read to.
+    let carry = std::sync::Arc::new(std::sync::Mutex::new((Vec::<u8>::new(), from)));
+    let tail = carry.clone();
+    let log = chunks.filter_map(move |chunk| {
+        let carry = carry.clone();
+        async move {
+            let chunk = chunk.ok()?;
+            let mut c = carry.lock().ok()?;
+            c.0.extend_from_slice(&chunk);
+            c.1 += chunk.len() as u64;
+            let text = take_text(&mut c.0, false);
+            let reached = c.1 - c.0.len() as u64;
+            (!text.is_empty()).then(|| Ok::<_, Infallible>(sse_log(text, reached)))
+        }
     });
     let end = futures_util::stream::once(async move {
+        let mut events = Vec::new();
+        if let Ok(mut c) = tail.lock() {
+            let text = take_text(&mut c.0, true);
+            if !text.is_empty() {
+                events.push(Ok(sse_log(text, c.1)));
+            }
+        }
         let status = db
             .read(move |l| l.get_job(&jid))
             .await
             .ok()
             .flatten()
             .map_or("unknown", |j| j.status.as_str());
-        Ok::<_, Infallible>(
+        events.push(Ok::<_, Infallible>(
             Event::default()
                 .event("end")
                 .data(serde_json::Value::from(status).to_string()),
-        )
-    });
-    Ok(Sse::new(log.chain(end))
+        ));
+        futures_util::stream::iter(events)
+    })
+    .flatten();
+    let mut resp = Sse::new(log.chain(end))
         .keep_alive(KeepAlive::default())
-        .into_response())
+        .into_response();
+    // A proxy must pass each event on at once (nginx buffers otherwise).
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
 }
 
 /// The form of the Run buttons.
@@ -699,11 +815,7 @@ struct RunForm {
 async fn enqueue(state: &AppState, request: JobRequest) -> Result<Response, UiError> {
     match state.runner.enqueue(request).await {
         Ok((job, _)) => Ok(see_other(&format!("/ui/jobs/{}", job.id))),
-        Err(EnqueueError::Ledger(e)) => Err(e.into()),
-        Err(e @ EnqueueError::UnknownProject(_)) => {
-            Err(UiError::new(StatusCode::NOT_FOUND, e.to_string()))
-        }
-        Err(e) => Err(UiError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(e) => Err(enqueue_error(e).into()),
     }
 }
 
@@ -860,6 +972,7 @@ async fn badge(
             (header::CONTENT_TYPE, "image/svg+xml"),
             (header::CACHE_CONTROL, "no-cache, max-age=0"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'"),
         ],
         svg::badge(&command, last.map(|j| j.status)),
     )

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::TimeZone;
 use maud::{DOCTYPE, Markup, html};
 
-use super::{Cell, FarmSummary, FindingsFilter, ProjectRow, ProjectView, svg};
+use super::{Cell, FarmSummary, FindingsFilter, LogTail, ProjectRow, ProjectView, svg};
 use crate::api::{Caller, rfc3339};
 use crate::ledger::{
     Finding, Job, JobStatus, ManifestStatus, PatchAttempt, RegistryStatus, StatusKey,
@@ -309,8 +309,7 @@ fn kinds(findings: &[Finding]) -> Vec<String> {
 pub fn job(
     caller: &Caller,
     j: &Job,
-    log: &[String],
-    cap: usize,
+    log: &LogTail,
     findings: &[Finding],
     filter: &FindingsFilter,
     now: i64,
@@ -323,11 +322,7 @@ pub fn job(
         .filter(|f| want_state.is_none_or(|s| f.f.baseline_state.as_deref() == Some(s)))
         .filter(|f| want_kind.is_none_or(|k| f.f.kind == k))
         .collect();
-    let (log, cut) = if log.len() > cap {
-        (&log[log.len() - cap..], true)
-    } else {
-        (log, false)
-    };
+    let listed = &shown[..shown.len().min(super::PAGE_FINDINGS)];
     layout(
         &format!("Job {}", j.id.get(..8).unwrap_or(&j.id)),
         Some(caller),
@@ -358,14 +353,14 @@ pub fn job(
             h2 { "Log" }
             p.meta {
                 a href=(format!("/ui/jobs/{}/log.txt", j.id)) { "Whole log as text" }
-                @if cut { " · showing the last " (cap) " lines" }
+                @if log.cut { " · showing the last " (log.lines.len()) " lines" }
                 @if running {
                     " · " span #live-status role="status" { "The job is running: "
                         a href=(format!("/ui/jobs/{}", j.id)) { "reload" } " to see more." }
                 }
             }
-            pre #log tabindex="0" data-follow=[running.then(|| format!("/ui/jobs/{}/events", j.id))] {
-                @for line in log { (line) "\n" }
+            pre #log tabindex="0" data-follow=[running.then(|| format!("/ui/jobs/{}/events?from={}", j.id, log.end))] {
+                @for line in &log.lines { (line) }
             }
             h2 { "Findings" }
             @if findings.is_empty() {
@@ -389,14 +384,18 @@ pub fn job(
                     }
                     button type="submit" { "Filter" }
                 }
-                p.meta { (shown.len()) " of " (findings.len()) " findings" }
+                p.meta { (shown.len()) " of " (findings.len()) " findings"
+                    @if listed.len() < shown.len() {
+                        " · listing the first " (listed.len()) "; "
+                        code { "GET /jobs/" (j.id) "/findings" } " has them all"
+                    } }
                 div.scroll { table.list #findings {
                     thead { tr {
                         th scope="col" { "Where" } th scope="col" { "Code" } th scope="col" { "Kind" }
                         th scope="col" { "Severity" } th scope="col" { "State" } th scope="col" { "Message" }
                         th scope="col" { "Suggested fix" }
                     } }
-                    tbody { @for f in &shown { tr data-code=[f.f.code.as_deref()] {
+                    tbody { @for f in listed { tr data-code=[f.f.code.as_deref()] {
                         td { code { (f.f.file.as_deref().unwrap_or("—"))
                             @if let Some(l) = f.f.line { ":" (l) } } }
                         td { code { (f.f.code.as_deref().unwrap_or("")) } }
@@ -491,7 +490,7 @@ pub fn patches(caller: &Caller, list: &[PatchAttempt], on: bool, now: i64) -> Ma
                             " · " (age(now, p.created_at))
                         }
                         @if let Some(r) = &p.reason { p { (r) } }
-                        @if let Some(url) = &p.pr_url {
+                        @if let Some(url) = p.pr_url.as_ref().filter(|u| u.starts_with("https://") || u.starts_with("http://")) {
                             p { "Pull request: " a href=(url) rel="noreferrer" { (url) } @if let Some(s) = &p.pr_state { " (" (s) ")" } }
                         }
                         @if let Some(d) = &p.diff {

@@ -188,6 +188,7 @@ async fn path_of(b: &Browser) -> String {
 async fn log_in(b: &Browser, base: &str, bearer: &str) {
     b.goto(&format!("{base}/ui/")).await.unwrap();
     assert_eq!(path_of(b).await, "/ui/login", "no session: the login form");
+    shot(b, "login").await;
     css(b, "input[name=token]")
         .await
         .send_keys(bearer)
@@ -220,7 +221,7 @@ async fn the_pages_in_headless_chromium() {
     );
     let s = OneProject::start_with(
         &commands,
-        "",
+        "  owners: [team-a]\n",
         &[(
             "CRAFTING_SANDBOX_WRITABLE",
             gates.path().display().to_string(),
@@ -228,18 +229,25 @@ async fn the_pages_in_headless_chromium() {
     )
     .await;
     let base = s.api.base.clone();
-    let (_, v) = s
-        .api
-        .call("POST", "/admin/tokens", Some(json!({"name": "team-b"})))
-        .await;
-    let other = v["bearer"].as_str().unwrap().to_owned();
+    // Two teams' tokens, minted as an admin would: team-a owns the project.
+    let mint = |name: &'static str| {
+        let api = &s.api;
+        async move {
+            let (_, v) = api
+                .call("POST", "/admin/tokens", Some(json!({"name": name})))
+                .await;
+            v["bearer"].as_str().unwrap().to_owned()
+        }
+    };
+    let team_a = mint("team-a").await;
+    let other = mint("team-b").await;
 
     let driver = start_driver(&driver_path);
     let profile = tempfile::tempdir().unwrap();
     let b = open_browser(&driver, profile.path()).await;
 
-    // Log in; the farm grid shows the project.
-    log_in(&b, &base, &s.api.bearer).await;
+    // Log in with team-a's token; the farm grid shows its project.
+    log_in(&b, &base, &team_a).await;
     css(&b, r#"#farm tr[data-project="app"]"#).await;
     assert_contrast(&b, "the farm").await;
 

@@ -143,6 +143,9 @@ async fn pages_need_a_session_and_login_sets_a_strict_cookie() {
     assert!(missing.contains("no job"), "{missing}");
     let (status, _, _) = page(base, &cookie, "/ui/no-such-page").await;
     assert_eq!(status, 404);
+    let (status, _, body) = page(base, &cookie, "/ui/logout").await;
+    assert_eq!(status, 405, "logout is a form POST");
+    assert!(body.contains("<h1>405"), "{body}");
 
     // Logout ends the session: the same cookie no longer opens a page.
     let r = http()
@@ -371,6 +374,42 @@ async fn the_live_log_is_a_stream_of_events_that_ends_with_the_status() {
         body.trim_end().ends_with("event: end\ndata: \"succeeded\""),
         "{body}"
     );
+    // Each event's id is the offset it reaches; a reconnect (Last-Event-ID) or the
+    // page's `?from=` resumes there: the last id gives only the end.
+    let last_id = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+        .unwrap()
+        .to_owned();
+    let size = std::fs::metadata(s.farm.config.logs_dir().join(format!("{id}.log")))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(last_id, size.to_string(), "the whole log was sent");
+    for resume in [
+        http()
+            .get(format!("{base}/ui/jobs/{id}/events"))
+            .header("last-event-id", &last_id),
+        http().get(format!("{base}/ui/jobs/{id}/events?from={last_id}")),
+    ] {
+        let again = resume
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!again.contains("event: log"), "{again}");
+        assert!(again.contains("event: end"), "{again}");
+    }
+    let r = http()
+        .get(format!("{base}/ui/jobs/{id}/events?from=abc"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
     // Run again: a new job of the same command.
     let r = http()
         .post(format!("{base}/ui/jobs/{id}/run-again"))
@@ -433,4 +472,27 @@ async fn badges_are_served_only_for_projects_that_opt_in() {
     ] {
         assert_eq!(badge(missing).await.status().as_u16(), 404, "{missing}");
     }
+}
+
+#[test]
+fn the_live_log_splits_text_only_between_characters() {
+    use crafting_table::ui::take_text;
+    // "é" is two bytes: a chunk may end between them.
+    let mut carry = b"caf\xc3".to_vec();
+    assert_eq!(take_text(&mut carry, false), "caf");
+    assert_eq!(carry, b"\xc3");
+    carry.extend_from_slice(b"\xa9!");
+    assert_eq!(take_text(&mut carry, false), "é!");
+    assert!(carry.is_empty());
+    // A byte that is no UTF-8 at all becomes U+FFFD, and an unfinished character
+    // after it is still kept for the next chunk.
+    let mut carry = b"a\xffb\xe2\x82".to_vec();
+    assert_eq!(take_text(&mut carry, false), "a\u{fffd}b");
+    assert_eq!(carry, b"\xe2\x82");
+    carry.push(0xac);
+    assert_eq!(take_text(&mut carry, false), "€");
+    // At the end nothing is kept back.
+    let mut carry = b"x\xe2\x82".to_vec();
+    assert_eq!(take_text(&mut carry, true), "x\u{fffd}");
+    assert!(carry.is_empty());
 }

@@ -16,9 +16,9 @@
   if (!url || !window.EventSource) return;
   var live = document.getElementById("live-status");
   var es = new EventSource(url);
+  // The stream starts where the page's text ends; after a dropped connection
+  // the browser resumes from the last event's offset (its id).
   es.addEventListener("open", function () {
-    // The stream starts at the log's beginning (again, after a reconnect).
-    log.textContent = "";
     if (live) live.textContent = "Following the log live.";
   });
   es.addEventListener("log", function (e) {
