@@ -1,8 +1,7 @@
 //! Findings in the ledger.
 
-use rusqlite::{OptionalExtension, params};
-
-use super::{Ledger, LedgerError, sql_error};
+use super::sql::{Row, RowError, args};
+use super::{Ledger, LedgerError};
 
 /// A finding to store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -53,7 +52,7 @@ const FINDING_COLUMNS: &str =
     "id, job_id, tool, kind, severity, file, line, col, code, message, suggested_fix,
     fingerprint, location_hash, baseline_state, raw_json, created_at";
 
-fn finding_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
+fn finding_from_row(r: &Row) -> Result<Finding, RowError> {
     Ok(Finding {
         id: r.get(0)?,
         job_id: r.get(1)?,
@@ -86,86 +85,66 @@ impl Ledger {
         fixed: &[String],
         now: i64,
     ) -> Result<(), LedgerError> {
-        let err = sql_error(&self.path);
-        let tx = self.conn.transaction().map_err(err)?;
-        tx.execute("DELETE FROM findings WHERE job_id = ?1", params![job_id])
-            .map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare(
+        self.transaction(|sql| {
+            sql.execute("DELETE FROM findings WHERE job_id = ?1", args![job_id])?;
+            for f in findings {
+                sql.execute(
                     "INSERT INTO findings (job_id, tool, kind, severity, file, line, col, code, message,
                        suggested_fix, fingerprint, location_hash, baseline_state, raw_json, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                )
-                .map_err(err)?;
-            for f in findings {
-                stmt.execute(params![
-                    job_id,
-                    f.tool,
-                    f.kind,
-                    f.severity,
-                    f.file,
-                    f.line,
-                    f.col,
-                    f.code,
-                    f.message,
-                    f.suggested_fix,
-                    f.fingerprint,
-                    f.location_hash,
-                    f.baseline_state,
-                    f.raw_json,
-                    now
-                ])
-                .map_err(err)?;
+                    args![
+                        job_id,
+                        f.tool,
+                        f.kind,
+                        f.severity,
+                        f.file,
+                        f.line,
+                        f.col,
+                        f.code,
+                        f.message,
+                        f.suggested_fix,
+                        f.fingerprint,
+                        f.location_hash,
+                        f.baseline_state,
+                        f.raw_json,
+                        now
+                    ],
+                )?;
             }
-        }
-        tx.execute(
-            "UPDATE jobs SET findings_count = ?2, fixed_json = ?3 WHERE id = ?1",
-            params![
-                job_id,
-                findings.len() as i64,
-                serde_json::to_string(fixed).unwrap_or_else(|_| "[]".into())
-            ],
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)
+            let fixed = serde_json::to_string(fixed).unwrap_or_else(|_| "[]".into());
+            sql.execute(
+                "UPDATE jobs SET findings_count = ?2, fixed_json = ?3 WHERE id = ?1",
+                args![job_id, findings.len(), fixed],
+            )?;
+            Ok(())
+        })
     }
 
     /// A job's findings, in stored order.
     pub fn findings_of_job(&self, job_id: &str) -> Result<Vec<Finding>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {FINDING_COLUMNS} FROM findings WHERE job_id = ?1 ORDER BY id"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![job_id], finding_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.sql().query(
+            &format!("SELECT {FINDING_COLUMNS} FROM findings WHERE job_id = ?1 ORDER BY id"),
+            args![job_id],
+            finding_from_row,
+        )
     }
 
     /// How many of a job's findings are `new` against the previous run.
     pub fn new_findings_count(&self, job_id: &str) -> Result<i64, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM findings WHERE job_id = ?1 AND baseline_state = 'new'",
-                params![job_id],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))
+        self.sql().query_one(
+            "SELECT COUNT(*) FROM findings WHERE job_id = ?1 AND baseline_state = 'new'",
+            args![job_id],
+            |r| r.get(0),
+        )
     }
 
     /// One finding by id.
     pub fn get_finding(&self, id: i64) -> Result<Option<Finding>, LedgerError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {FINDING_COLUMNS} FROM findings WHERE id = ?1"),
-                params![id],
-                finding_from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            &format!("SELECT {FINDING_COLUMNS} FROM findings WHERE id = ?1"),
+            args![id],
+            finding_from_row,
+        )
     }
 
     /// The latest finished job of (project, subproject, recipe) before `job_id` that
@@ -177,17 +156,14 @@ impl Ledger {
         recipe: &str,
         before_job: &str,
     ) -> Result<Option<String>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT id FROM jobs WHERE project_name = ?1 AND subproject = ?2 AND recipe = ?3
-                   AND id != ?4 AND status IN ('succeeded', 'failed')
-                   AND trigger != 'patch_verify'
-                   AND created_at <= (SELECT created_at FROM jobs WHERE id = ?4)
-                 ORDER BY finished_at DESC, created_at DESC LIMIT 1",
-                params![project, subproject, recipe, before_job],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            "SELECT id FROM jobs WHERE project_name = ?1 AND subproject = ?2 AND recipe = ?3
+               AND id != ?4 AND status IN ('succeeded', 'failed')
+               AND trigger != 'patch_verify'
+               AND created_at <= (SELECT created_at FROM jobs WHERE id = ?4)
+             ORDER BY finished_at DESC, created_at DESC LIMIT 1",
+            args![project, subproject, recipe, before_job],
+            |r| r.get(0),
+        )
     }
 }

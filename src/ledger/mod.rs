@@ -17,6 +17,7 @@ mod objects;
 mod patches;
 mod retention;
 mod schedules;
+pub mod sql;
 mod tokens;
 mod views;
 
@@ -74,6 +75,14 @@ pub enum LedgerError {
         path: PathBuf,
         /// SQLite's error.
         source: rusqlite::Error,
+    },
+    /// A row did not hold what the ledger expects.
+    #[error("ledger {path}: {source}")]
+    Row {
+        /// The ledger.
+        path: PathBuf,
+        /// Which column, and what it held.
+        source: sql::RowError,
     },
 }
 
@@ -214,6 +223,27 @@ impl Ledger {
     /// The ledger file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Statements on this ledger's connection.
+    pub(crate) fn sql(&self) -> sql::Sql<'_> {
+        sql::Sql::new(&self.conn, &self.path)
+    }
+
+    /// Runs `f` in one write transaction (taken at once, so it never has to be
+    /// upgraded): committed when `f` returns `Ok`, rolled back otherwise.
+    pub(crate) fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&sql::Sql<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let err = sql_error(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let out = f(&sql::Sql::new(&tx, &self.path))?;
+        tx.commit().map_err(err)?;
+        Ok(out)
     }
 
     fn err(&self, source: rusqlite::Error) -> LedgerError {

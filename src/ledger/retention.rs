@@ -2,9 +2,8 @@
 
 use std::collections::HashSet;
 
-use rusqlite::params;
-
-use super::{Ledger, LedgerError, sql_error};
+use super::sql::args;
+use super::{Ledger, LedgerError};
 
 /// A run the retention rule would prune.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,127 +38,99 @@ impl Ledger {
         retain_days: u64,
         retain_runs: u64,
     ) -> Result<PrunePlan, LedgerError> {
-        let err = |e| self.err(e);
-        let changed: HashSet<String> = {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT id FROM jobs WHERE pruned_at IS NULL AND fixed_json != '[]'
-                     UNION SELECT DISTINCT job_id FROM findings WHERE baseline_state = 'new'",
-                )
-                .map_err(err)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(err)?;
-            rows.collect::<Result<_, _>>().map_err(err)?
-        };
-        let protected: HashSet<String> = {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT job_id FROM patch_attempts
-                       WHERE finished_at IS NULL OR COALESCE(pr_state, '') = 'open'
-                     UNION SELECT verify_job_id FROM patch_attempts
-                       WHERE verify_job_id IS NOT NULL
-                         AND (finished_at IS NULL OR COALESCE(pr_state, '') = 'open')",
-                )
-                .map_err(err)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(err)?;
-            rows.collect::<Result<_, _>>().map_err(err)?
-        };
+        let sql = self.sql();
+        let changed: HashSet<String> = sql
+            .query(
+                "SELECT id FROM jobs WHERE pruned_at IS NULL AND fixed_json != '[]'
+                 UNION SELECT DISTINCT job_id FROM findings WHERE baseline_state = 'new'",
+                args![],
+                |r| r.get(0),
+            )?
+            .into_iter()
+            .collect();
+        let protected: HashSet<String> = sql
+            .query(
+                "SELECT job_id FROM patch_attempts
+                   WHERE finished_at IS NULL OR COALESCE(pr_state, '') = 'open'
+                 UNION SELECT verify_job_id FROM patch_attempts
+                   WHERE verify_job_id IS NOT NULL
+                     AND (finished_at IS NULL OR COALESCE(pr_state, '') = 'open')",
+                args![],
+                |r| r.get(0),
+            )?
+            .into_iter()
+            .collect();
         let cutoff = now.saturating_sub(
             i64::try_from(retain_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX),
         );
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, project_name, subproject, recipe, finished_at, log_path FROM jobs
-                 WHERE finished_at IS NOT NULL AND pruned_at IS NULL
-                 ORDER BY project_name, subproject, recipe, finished_at DESC, created_at DESC, id DESC",
-            )
-            .map_err(err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
-            })
-            .map_err(err)?;
         let mut plan = PrunePlan::default();
         let mut group: Option<(String, String, String)> = None;
         let mut index: u64 = 0;
-        for row in rows {
-            let (id, project, subproject, recipe, finished, log) = row.map_err(err)?;
-            let key = (project.clone(), subproject, recipe);
-            if group.as_ref() != Some(&key) {
-                group = Some(key);
-                index = 0;
-            } else {
-                index += 1;
-            }
-            let expired = index >= retain_runs || finished < cutoff;
-            if index == 0 || !expired {
-                continue;
-            }
-            if changed.contains(&id) {
-                plan.kept_changed += 1;
-                continue;
-            }
-            if protected.contains(&id) {
-                plan.kept_for_patches += 1;
-                continue;
-            }
-            plan.prune.push(Prunable {
-                job_id: id,
-                project,
-                log_path: log,
-            });
-        }
+        sql.for_each(
+            "SELECT id, project_name, subproject, recipe, finished_at, log_path FROM jobs
+             WHERE finished_at IS NOT NULL AND pruned_at IS NULL
+             ORDER BY project_name, subproject, recipe, finished_at DESC, created_at DESC, id DESC",
+            args![],
+            |r| {
+                let id: String = r.get(0)?;
+                let project: String = r.get(1)?;
+                let key = (project.clone(), r.get(2)?, r.get(3)?);
+                let finished: i64 = r.get(4)?;
+                if group.as_ref() != Some(&key) {
+                    group = Some(key);
+                    index = 0;
+                } else {
+                    index += 1;
+                }
+                let expired = index >= retain_runs || finished < cutoff;
+                if index == 0 || !expired {
+                    return Ok(());
+                }
+                if changed.contains(&id) {
+                    plan.kept_changed += 1;
+                } else if protected.contains(&id) {
+                    plan.kept_for_patches += 1;
+                } else {
+                    plan.prune.push(Prunable {
+                        job_id: id,
+                        project,
+                        log_path: r.get(5)?,
+                    });
+                }
+                Ok(())
+            },
+        )?;
         Ok(plan)
     }
 
     /// Marks runs pruned and deletes their findings, in one transaction. The caller
     /// deletes the log files after this commits.
     pub fn prune_runs(&mut self, ids: &[String], now: i64) -> Result<usize, LedgerError> {
-        let err = sql_error(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let mut n = 0;
-        for id in ids {
-            tx.execute("DELETE FROM findings WHERE job_id = ?1", params![id])
-                .map_err(err)?;
-            n += tx
-                .execute(
+        self.transaction(|sql| {
+            let mut n = 0;
+            for id in ids {
+                sql.execute("DELETE FROM findings WHERE job_id = ?1", args![id])?;
+                n += sql.execute(
                     "UPDATE jobs SET pruned_at = ?2 WHERE id = ?1 AND pruned_at IS NULL",
-                    params![id, now],
-                )
-                .map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
-        Ok(n)
+                    args![id, now],
+                )?;
+            }
+            Ok(n)
+        })
     }
 
     /// Rows of the findings table.
     pub fn findings_rows(&self) -> Result<i64, LedgerError> {
-        self.conn
-            .query_row("SELECT COUNT(*) FROM findings", [], |r| r.get(0))
-            .map_err(|e| self.err(e))
+        self.sql()
+            .query_one("SELECT COUNT(*) FROM findings", args![], |r| r.get(0))
     }
 
     /// Log files of runs pruned before (to remove any a crash left behind).
     pub fn pruned_logs(&self) -> Result<Vec<String>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT log_path FROM jobs WHERE pruned_at IS NOT NULL AND log_path IS NOT NULL",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.sql().query(
+            "SELECT log_path FROM jobs WHERE pruned_at IS NOT NULL AND log_path IS NOT NULL",
+            args![],
+            |r| r.get(0),
+        )
     }
 }

@@ -1,7 +1,6 @@
-//! API tokens: stored as SHA-256 hashes only.
+//! API tokens: stored as SHA-256 hashes only; web sessions that belong to them.
 
-use rusqlite::{OptionalExtension, params};
-
+use super::sql::{Row, RowError, args};
 use super::{Ledger, LedgerError};
 
 /// A token as stored (never the bearer itself).
@@ -19,11 +18,11 @@ pub struct Token {
     pub revoked_at: Option<i64>,
 }
 
-fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
+fn token_from_row(r: &Row) -> Result<Token, RowError> {
     Ok(Token {
         name: r.get(0)?,
-        is_admin: r.get::<_, i64>(1)? != 0,
-        ip_cidrs: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+        is_admin: r.get(1)?,
+        ip_cidrs: serde_json::from_str(&r.get::<String>(2)?).unwrap_or_default(),
         created_at: r.get(3)?,
         revoked_at: r.get(4)?,
     })
@@ -32,9 +31,8 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
 impl Ledger {
     /// Number of tokens ever minted (revoked ones included).
     pub fn token_count(&self) -> Result<i64, LedgerError> {
-        self.conn
-            .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
-            .map_err(|e| self.err(e))
+        self.sql()
+            .query_one("SELECT COUNT(*) FROM tokens", args![], |r| r.get(0))
     }
 
     /// Stores a new token; `false` when the name is taken.
@@ -46,71 +44,45 @@ impl Ledger {
         ip_cidrs: &[String],
         now: i64,
     ) -> Result<bool, LedgerError> {
-        let n = self
-            .conn
-            .execute(
-                "INSERT INTO tokens (name, token_hash, is_admin, ip_cidrs, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
-                params![
-                    name,
-                    hash,
-                    i64::from(is_admin),
-                    serde_json::to_string(ip_cidrs).unwrap_or_else(|_| "[]".into()),
-                    now
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+        let cidrs = serde_json::to_string(ip_cidrs).unwrap_or_else(|_| "[]".into());
+        let n = self.sql().execute(
+            "INSERT INTO tokens (name, token_hash, is_admin, ip_cidrs, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+            args![name, hash, is_admin, cidrs, now],
+        )?;
         Ok(n == 1)
     }
 
     /// The live (not revoked) token with this hash.
     pub fn token_by_hash(&self, hash: &str) -> Result<Option<Token>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT name, is_admin, ip_cidrs, created_at, revoked_at FROM tokens
-                 WHERE token_hash = ?1 AND revoked_at IS NULL",
-                params![hash],
-                token_from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            "SELECT name, is_admin, ip_cidrs, created_at, revoked_at FROM tokens
+             WHERE token_hash = ?1 AND revoked_at IS NULL",
+            args![hash],
+            token_from_row,
+        )
     }
 
     /// Every token, by name.
     pub fn list_tokens(&self) -> Result<Vec<Token>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT name, is_admin, ip_cidrs, created_at, revoked_at FROM tokens ORDER BY name",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], token_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.sql().query(
+            "SELECT name, is_admin, ip_cidrs, created_at, revoked_at FROM tokens ORDER BY name",
+            args![],
+            token_from_row,
+        )
     }
 
     /// Revokes a live token and ends its web sessions; `false` when there is no
     /// live token by that name.
     pub fn revoke_token(&mut self, name: &str, now: i64) -> Result<bool, LedgerError> {
-        let err = super::sql_error(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let n = tx
-            .execute(
+        self.transaction(|sql| {
+            let n = sql.execute(
                 "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-                params![name, now],
-            )
-            .map_err(err)?;
-        tx.execute(
-            "DELETE FROM ui_sessions WHERE token_name = ?1",
-            params![name],
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(n == 1)
+                args![name, now],
+            )?;
+            sql.execute("DELETE FROM ui_sessions WHERE token_name = ?1", args![name])?;
+            Ok(n == 1)
+        })
     }
 
     /// Starts a web session for the live token `token_name` (`false`: no such live
@@ -122,50 +94,33 @@ impl Ledger {
         now: i64,
         expires_at: i64,
     ) -> Result<bool, LedgerError> {
-        let err = super::sql_error(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        tx.execute(
-            "DELETE FROM ui_sessions WHERE expires_at <= ?1",
-            params![now],
-        )
-        .map_err(err)?;
-        let n = tx
-            .execute(
+        self.transaction(|sql| {
+            sql.execute("DELETE FROM ui_sessions WHERE expires_at <= ?1", args![now])?;
+            let n = sql.execute(
                 "INSERT INTO ui_sessions (id_hash, token_name, created_at, expires_at)
                  SELECT ?1, name, ?3, ?4 FROM tokens WHERE name = ?2 AND revoked_at IS NULL",
-                params![id_hash, token_name, now, expires_at],
-            )
-            .map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(n == 1)
+                args![id_hash, token_name, now, expires_at],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// The live token of an unexpired session.
     pub fn session_token(&self, id_hash: &str, now: i64) -> Result<Option<Token>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT t.name, t.is_admin, t.ip_cidrs, t.created_at, t.revoked_at
-                 FROM ui_sessions s JOIN tokens t ON t.name = s.token_name
-                 WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND t.revoked_at IS NULL",
-                params![id_hash, now],
-                token_from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            "SELECT t.name, t.is_admin, t.ip_cidrs, t.created_at, t.revoked_at
+             FROM ui_sessions s JOIN tokens t ON t.name = s.token_name
+             WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND t.revoked_at IS NULL",
+            args![id_hash, now],
+            token_from_row,
+        )
     }
 
     /// Ends a session (logout); `false` when there was none.
     pub fn end_session(&self, id_hash: &str) -> Result<bool, LedgerError> {
         let n = self
-            .conn
-            .execute(
-                "DELETE FROM ui_sessions WHERE id_hash = ?1",
-                params![id_hash],
-            )
-            .map_err(|e| self.err(e))?;
+            .sql()
+            .execute("DELETE FROM ui_sessions WHERE id_hash = ?1", args![id_hash])?;
         Ok(n == 1)
     }
 }

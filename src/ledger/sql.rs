@@ -1,0 +1,365 @@
+//! The ledger's SQL without the engine's types: parameters and rows are plain
+//! [`Value`]s, statements go through [`Sql`]. The ledger's queries are written
+//! once, in the SQL that SQLite and PostgreSQL share (`?N` parameters, `ON
+//! CONFLICT`, `RETURNING`), so a second engine is a second implementation of
+//! [`Sql`], not a second copy of every query.
+
+use std::path::Path;
+
+use super::LedgerError;
+
+/// One SQL value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `NULL`.
+    Null,
+    /// An integer (booleans are stored as 0 and 1).
+    Int(i64),
+    /// A floating-point number.
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "NULL",
+            Value::Int(_) => "an integer",
+            Value::Real(_) => "a real number",
+            Value::Text(_) => "text",
+            Value::Blob(_) => "bytes",
+        }
+    }
+}
+
+/// A statement parameter.
+pub trait Param {
+    /// Its SQL value.
+    fn value(&self) -> Value;
+}
+
+macro_rules! int_param {
+    ($($t:ty),*) => {$(
+        impl Param for $t {
+            fn value(&self) -> Value {
+                Value::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+            }
+        }
+    )*};
+}
+int_param!(i64, i32, u32, u64, usize);
+
+impl Param for bool {
+    fn value(&self) -> Value {
+        Value::Int(i64::from(*self))
+    }
+}
+
+impl Param for f64 {
+    fn value(&self) -> Value {
+        Value::Real(*self)
+    }
+}
+
+impl Param for str {
+    fn value(&self) -> Value {
+        Value::Text(self.to_owned())
+    }
+}
+
+impl Param for String {
+    fn value(&self) -> Value {
+        Value::Text(self.clone())
+    }
+}
+
+impl Param for [u8] {
+    fn value(&self) -> Value {
+        Value::Blob(self.to_vec())
+    }
+}
+
+impl Param for Vec<u8> {
+    fn value(&self) -> Value {
+        Value::Blob(self.clone())
+    }
+}
+
+impl<T: Param + ?Sized> Param for &T {
+    fn value(&self) -> Value {
+        (**self).value()
+    }
+}
+
+impl<T: Param> Param for Option<T> {
+    fn value(&self) -> Value {
+        self.as_ref().map_or(Value::Null, Param::value)
+    }
+}
+
+/// Statement parameters: `args![a, b]` is `&[&a, &b]` as `&[&dyn Param]`.
+macro_rules! args {
+    () => { &[] as &[&dyn $crate::ledger::sql::Param] };
+    ($($a:expr),+ $(,)?) => { &[$(&$a as &dyn $crate::ledger::sql::Param),+] as &[&dyn $crate::ledger::sql::Param] };
+}
+pub(crate) use args;
+
+/// A value a column can be read as.
+pub trait FromValue: Sized {
+    /// What the column should hold, for the error.
+    const WANT: &'static str;
+    /// The value, when it has this type.
+    fn from_value(v: &Value) -> Option<Self>;
+}
+
+impl FromValue for i64 {
+    const WANT: &'static str = "an integer";
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! narrow_int {
+    ($($t:ty),*) => {$(
+        impl FromValue for $t {
+            const WANT: &'static str = "an integer in range";
+            fn from_value(v: &Value) -> Option<Self> {
+                match v {
+                    Value::Int(i) => <$t>::try_from(*i).ok(),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+narrow_int!(i32, u32, u64, usize);
+
+impl FromValue for bool {
+    const WANT: &'static str = "0 or 1";
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Int(i) => Some(*i != 0),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for f64 {
+    const WANT: &'static str = "a number";
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Real(r) => Some(*r),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for String {
+    const WANT: &'static str = "text";
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Text(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Vec<u8> {
+    const WANT: &'static str = "bytes";
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Blob(b) => Some(b.clone()),
+            Value::Text(s) => Some(s.as_bytes().to_vec()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    const WANT: &'static str = T::WANT;
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Null => Some(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+/// A column that did not hold what the ledger expects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {col}: expected {want}, found {found}")]
+pub struct RowError {
+    /// Column index.
+    pub col: usize,
+    /// What was expected.
+    pub want: &'static str,
+    /// What was there.
+    pub found: &'static str,
+}
+
+/// One result row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row(Vec<Value>);
+
+impl Row {
+    /// Column `i` as a `T`.
+    pub fn get<T: FromValue>(&self, i: usize) -> Result<T, RowError> {
+        let v = self.0.get(i).unwrap_or(&Value::Null);
+        T::from_value(v).ok_or(RowError {
+            col: i,
+            want: T::WANT,
+            found: v.kind(),
+        })
+    }
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(i) => ValueRef::Integer(*i),
+            Value::Real(r) => ValueRef::Real(*r),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn sqlite_row(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Row> {
+    use rusqlite::types::ValueRef;
+    let mut cols = Vec::with_capacity(n);
+    for i in 0..n {
+        cols.push(match r.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Int(i),
+            ValueRef::Real(f) => Value::Real(f),
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        });
+    }
+    Ok(Row(cols))
+}
+
+/// Statements on one connection (or inside one of its transactions).
+pub struct Sql<'c> {
+    conn: &'c rusqlite::Connection,
+    path: &'c Path,
+}
+
+impl<'c> Sql<'c> {
+    /// Statements on `conn`, whose errors name `path`.
+    pub(crate) fn new(conn: &'c rusqlite::Connection, path: &'c Path) -> Sql<'c> {
+        Sql { conn, path }
+    }
+
+    fn err(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError::Sqlite {
+            path: self.path.to_owned(),
+            source,
+        }
+    }
+
+    fn row_err(&self, e: RowError) -> LedgerError {
+        LedgerError::Row {
+            path: self.path.to_owned(),
+            source: e,
+        }
+    }
+
+    fn params(args: &[&dyn Param]) -> Vec<Value> {
+        args.iter().map(|a| a.value()).collect()
+    }
+
+    /// Runs a statement; returns how many rows it changed.
+    pub fn execute(&self, sql: &str, args: &[&dyn Param]) -> Result<usize, LedgerError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        stmt.execute(rusqlite::params_from_iter(Self::params(args)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Runs several statements with no parameters (a migration).
+    pub fn batch(&self, sql: &str) -> Result<(), LedgerError> {
+        self.conn.execute_batch(sql).map_err(|e| self.err(e))
+    }
+
+    /// Every row, each read by `f`.
+    pub fn query<T>(
+        &self,
+        sql: &str,
+        args: &[&dyn Param],
+        mut f: impl FnMut(&Row) -> Result<T, RowError>,
+    ) -> Result<Vec<T>, LedgerError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let n = stmt.column_count();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(Self::params(args)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let row = sqlite_row(r, n).map_err(|e| self.err(e))?;
+            out.push(f(&row).map_err(|e| self.row_err(e))?);
+        }
+        Ok(out)
+    }
+
+    /// Hands every row to `f` as it is read (nothing is collected: for scans of
+    /// the whole ledger).
+    pub fn for_each(
+        &self,
+        sql: &str,
+        args: &[&dyn Param],
+        mut f: impl FnMut(&Row) -> Result<(), RowError>,
+    ) -> Result<(), LedgerError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let n = stmt.column_count();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(Self::params(args)))
+            .map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let row = sqlite_row(r, n).map_err(|e| self.err(e))?;
+            f(&row).map_err(|e| self.row_err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The first row, read by `f`, if there is one.
+    pub fn query_opt<T>(
+        &self,
+        sql: &str,
+        args: &[&dyn Param],
+        f: impl FnOnce(&Row) -> Result<T, RowError>,
+    ) -> Result<Option<T>, LedgerError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let n = stmt.column_count();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(Self::params(args)))
+            .map_err(|e| self.err(e))?;
+        match rows.next().map_err(|e| self.err(e))? {
+            Some(r) => {
+                let row = sqlite_row(r, n).map_err(|e| self.err(e))?;
+                f(&row).map(Some).map_err(|e| self.row_err(e))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The first row, read by `f`; a query that returns none is an error (use it
+    /// for aggregates, which always return a row).
+    pub fn query_one<T>(
+        &self,
+        sql: &str,
+        args: &[&dyn Param],
+        f: impl FnOnce(&Row) -> Result<T, RowError>,
+    ) -> Result<T, LedgerError> {
+        self.query_opt(sql, args, f)?
+            .ok_or_else(|| self.err(rusqlite::Error::QueryReturnedNoRows))
+    }
+}
