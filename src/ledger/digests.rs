@@ -1,9 +1,8 @@
 //! Digests in the ledger: when each unit fires, and every message with its state.
 
-use rusqlite::{OptionalExtension, params};
-
 use super::jobs::{JOB_COLUMNS, job_from_row};
-use super::{Job, Ledger, LedgerError, PatchAttempt, sql_error};
+use super::sql::{Row, RowError, Sql, args};
+use super::{Job, Ledger, LedgerError, PatchAttempt};
 
 /// Where a digest message is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -125,17 +124,17 @@ const DIGEST_COLUMNS: &str =
     "id, recipient, time, zone, date, status, message_id, subject, counts_json,
     window_start, window_end, attempts, error, created_at, sent_at";
 
-fn digest_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DigestRow> {
+fn digest_from_row(r: &Row) -> Result<DigestRow, RowError> {
     Ok(DigestRow {
         id: r.get(0)?,
         recipient: r.get(1)?,
         time: r.get(2)?,
         zone: r.get(3)?,
         date: r.get(4)?,
-        status: DigestStatus::parse(&r.get::<_, String>(5)?),
+        status: DigestStatus::parse(&r.get::<String>(5)?),
         message_id: r.get(6)?,
         subject: r.get(7)?,
-        counts: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
+        counts: serde_json::from_str(&r.get::<String>(8)?).unwrap_or_default(),
         window_start: r.get(9)?,
         window_end: r.get(10)?,
         attempts: r.get(11)?,
@@ -145,17 +144,14 @@ fn digest_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DigestRow> {
     })
 }
 
-fn insert(
-    tx: &rusqlite::Transaction<'_>,
-    d: &NewDigest,
-    now: i64,
-) -> rusqlite::Result<Option<i64>> {
-    let n = tx.execute(
+fn insert(sql: &Sql<'_>, d: &NewDigest, now: i64) -> Result<Option<i64>, LedgerError> {
+    sql.query_opt(
         "INSERT INTO digests (recipient, time, zone, date, status, message_id, subject, body_text,
            body_html, content_json, counts_json, window_start, window_end, next_attempt_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
-         ON CONFLICT DO NOTHING",
-        params![
+         ON CONFLICT DO NOTHING
+         RETURNING id",
+        args![
             d.recipient,
             d.time,
             d.zone,
@@ -171,22 +167,15 @@ fn insert(
             d.window_end,
             now
         ],
-    )?;
-    Ok((n == 1).then(|| tx.last_insert_rowid()))
+        |r| r.get(0),
+    )
 }
 
 impl Ledger {
     /// Records a digest. Returns its id, or `None` when a pending or sent digest of
     /// the same (recipient, time, zone, date) already holds the day's slot.
     pub fn insert_digest(&mut self, d: &NewDigest, now: i64) -> Result<Option<i64>, LedgerError> {
-        let err = sql_error(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let id = insert(&tx, d, now).map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(id)
+        self.transaction(|sql| insert(sql, d, now))
     }
 
     /// Records that unit `key` fired for `fire_time`, sets its next fire and records
@@ -200,70 +189,56 @@ impl Ledger {
         digest: Option<&NewDigest>,
         now: i64,
     ) -> Result<Option<bool>, LedgerError> {
-        let err = sql_error(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let fresh = tx
-            .execute(
+        self.transaction(|sql| {
+            let fresh = sql.execute(
                 "INSERT INTO digest_fires (unit_key, fire_time, fired_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT DO NOTHING",
-                params![key, fire_time, now],
-            )
-            .map_err(err)?;
-        if fresh == 0 {
-            return Ok(None);
-        }
-        tx.execute(
-            "INSERT INTO digest_units (unit_key, next_fire_at) VALUES (?1, ?2)
-             ON CONFLICT (unit_key) DO UPDATE SET next_fire_at = excluded.next_fire_at",
-            params![key, next_fire_at],
-        )
-        .map_err(err)?;
-        let took = match digest {
-            Some(d) => insert(&tx, d, now).map_err(err)?.is_some(),
-            None => false,
-        };
-        tx.commit().map_err(err)?;
-        Ok(Some(took))
+                args![key, fire_time, now],
+            )?;
+            if fresh == 0 {
+                return Ok(None);
+            }
+            sql.execute(
+                "INSERT INTO digest_units (unit_key, next_fire_at) VALUES (?1, ?2)
+                 ON CONFLICT (unit_key) DO UPDATE SET next_fire_at = excluded.next_fire_at",
+                args![key, next_fire_at],
+            )?;
+            let took = match digest {
+                Some(d) => insert(sql, d, now)?.is_some(),
+                None => false,
+            };
+            Ok(Some(took))
+        })
     }
 
     /// The next fire of unit `key`: `None` if the unit was never seen.
     pub fn digest_unit_next(&self, key: &str) -> Result<Option<i64>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT next_fire_at FROM digest_units WHERE unit_key = ?1",
-                params![key],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()
-            .map(Option::flatten)
-            .map_err(|e| self.err(e))
+        let next = self.sql().query_opt(
+            "SELECT next_fire_at FROM digest_units WHERE unit_key = ?1",
+            args![key],
+            |r| r.get::<Option<i64>>(0),
+        )?;
+        Ok(next.flatten())
     }
 
     /// Sets the next fire of unit `key`.
     pub fn set_digest_unit_next(&self, key: &str, next: i64) -> Result<(), LedgerError> {
-        self.conn
+        self.sql()
             .execute(
                 "INSERT INTO digest_units (unit_key, next_fire_at) VALUES (?1, ?2)
                  ON CONFLICT (unit_key) DO UPDATE SET next_fire_at = excluded.next_fire_at",
-                params![key, next],
+                args![key, next],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// Fires recorded for unit `key` (ms), oldest first.
     pub fn digest_fires(&self, key: &str) -> Result<Vec<i64>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT fire_time FROM digest_fires WHERE unit_key = ?1 ORDER BY fire_time")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![key], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.sql().query(
+            "SELECT fire_time FROM digest_fires WHERE unit_key = ?1 ORDER BY fire_time",
+            args![key],
+            |r| r.get(0),
+        )
     }
 
     /// The pending or sent digest holding a day's slot, if any.
@@ -274,17 +249,14 @@ impl Ledger {
         zone: &str,
         date: &str,
     ) -> Result<Option<DigestRow>, LedgerError> {
-        self.conn
-            .query_row(
-                &format!(
-                    "SELECT {DIGEST_COLUMNS} FROM digests WHERE recipient = ?1 AND time = ?2
-                     AND zone = ?3 AND date = ?4 AND status IN ('pending', 'sent')"
-                ),
-                params![recipient, time, zone, date],
-                digest_from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            &format!(
+                "SELECT {DIGEST_COLUMNS} FROM digests WHERE recipient = ?1 AND time = ?2
+                 AND zone = ?3 AND date = ?4 AND status IN ('pending', 'sent')"
+            ),
+            args![recipient, time, zone, date],
+            digest_from_row,
+        )
     }
 
     /// Where the unit's previous sent (or pending) digest stopped, if it has one.
@@ -295,109 +267,91 @@ impl Ledger {
         zone: &str,
         before: i64,
     ) -> Result<Option<i64>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT MAX(window_end) FROM digests WHERE recipient = ?1 AND time = ?2 AND zone = ?3
-                   AND status IN ('pending', 'sent') AND window_end < ?4",
-                params![recipient, time, zone, before],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map_err(|e| self.err(e))
+        self.sql().query_one(
+            "SELECT MAX(window_end) FROM digests WHERE recipient = ?1 AND time = ?2 AND zone = ?3
+               AND status IN ('pending', 'sent') AND window_end < ?4",
+            args![recipient, time, zone, before],
+            |r| r.get::<Option<i64>>(0),
+        )
     }
 
     /// Digests newest first.
     pub fn list_digests(&self, limit: usize) -> Result<Vec<DigestRow>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {DIGEST_COLUMNS} FROM digests ORDER BY id DESC LIMIT ?1"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![limit as i64], digest_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.sql().query(
+            &format!("SELECT {DIGEST_COLUMNS} FROM digests ORDER BY id DESC LIMIT ?1"),
+            args![limit],
+            digest_from_row,
+        )
     }
 
     /// One digest.
     pub fn get_digest(&self, id: i64) -> Result<Option<DigestRow>, LedgerError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {DIGEST_COLUMNS} FROM digests WHERE id = ?1"),
-                params![id],
-                digest_from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            &format!("SELECT {DIGEST_COLUMNS} FROM digests WHERE id = ?1"),
+            args![id],
+            digest_from_row,
+        )
     }
 
     /// Pending digests whose next attempt is due at `now`, oldest first.
     pub fn due_digests(&self, now: i64, limit: usize) -> Result<Vec<OutgoingDigest>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        self.sql().query(
+            &format!(
                 "SELECT {DIGEST_COLUMNS}, body_text, body_html FROM digests
                  WHERE status = 'pending' AND COALESCE(next_attempt_at, 0) <= ?1
                  ORDER BY id LIMIT ?2"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![now, limit as i64], |r| {
+            ),
+            args![now, limit],
+            |r| {
                 Ok(OutgoingDigest {
                     row: digest_from_row(r)?,
-                    body_text: r.get::<_, Option<String>>(15)?.unwrap_or_default(),
-                    body_html: r.get::<_, Option<String>>(16)?.unwrap_or_default(),
+                    body_text: r.get::<Option<String>>(15)?.unwrap_or_default(),
+                    body_html: r.get::<Option<String>>(16)?.unwrap_or_default(),
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     /// The earliest next attempt of any pending digest (ms).
     pub fn next_digest_attempt(&self) -> Result<Option<i64>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT MIN(COALESCE(next_attempt_at, 0)) FROM digests WHERE status = 'pending'",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map_err(|e| self.err(e))
+        self.sql().query_one(
+            "SELECT MIN(COALESCE(next_attempt_at, 0)) FROM digests WHERE status = 'pending'",
+            args![],
+            |r| r.get::<Option<i64>>(0),
+        )
     }
 
     /// Marks a pending digest sent.
     pub fn mark_digest_sent(&self, id: i64, now: i64) -> Result<(), LedgerError> {
-        self.conn
+        self.sql()
             .execute(
                 "UPDATE digests SET status = 'sent', sent_at = ?2, attempts = attempts + 1,
                    next_attempt_at = NULL, error = NULL WHERE id = ?1 AND status = 'pending'",
-                params![id, now],
+                args![id, now],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// Records a transient failure: the digest stays pending until `next_at`.
     pub fn mark_digest_retry(&self, id: i64, error: &str, next_at: i64) -> Result<(), LedgerError> {
-        self.conn
+        self.sql()
             .execute(
                 "UPDATE digests SET attempts = attempts + 1, error = ?2, next_attempt_at = ?3
                  WHERE id = ?1 AND status = 'pending'",
-                params![id, error, next_at],
+                args![id, error, next_at],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// Marks a digest refused for good.
     pub fn mark_digest_failed(&self, id: i64, error: &str) -> Result<(), LedgerError> {
-        self.conn
+        self.sql()
             .execute(
                 "UPDATE digests SET status = 'failed', attempts = attempts + 1, error = ?2,
                    next_attempt_at = NULL WHERE id = ?1 AND status = 'pending'",
-                params![id, error],
+                args![id, error],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// Jobs of `project` that ended in `(after, until]`, oldest first.
@@ -407,17 +361,14 @@ impl Ledger {
         after: i64,
         until: i64,
     ) -> Result<Vec<Job>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        self.sql().query(
+            &format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE project_name = ?1
                    AND finished_at > ?2 AND finished_at <= ?3 ORDER BY finished_at, id"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![project, after, until], job_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            ),
+            args![project, after, until],
+            job_from_row,
+        )
     }
 
     /// The last run of a command (succeeded or failed: a run whose findings count)
@@ -429,19 +380,16 @@ impl Ledger {
         recipe: &str,
         at: i64,
     ) -> Result<Option<Job>, LedgerError> {
-        self.conn
-            .query_row(
-                &format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE project_name = ?1 AND subproject = ?2
-                       AND recipe = ?3 AND status IN ('succeeded', 'failed')
-                       AND trigger != 'patch_verify' AND finished_at <= ?4
-                     ORDER BY finished_at DESC, id DESC LIMIT 1"
-                ),
-                params![project, subproject, recipe, at],
-                job_from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE project_name = ?1 AND subproject = ?2
+                   AND recipe = ?3 AND status IN ('succeeded', 'failed')
+                   AND trigger != 'patch_verify' AND finished_at <= ?4
+                 ORDER BY finished_at DESC, id DESC LIMIT 1"
+            ),
+            args![project, subproject, recipe, at],
+            job_from_row,
+        )
     }
 
     /// Patch attempts of `project` that opened a pull request in `(after, until]`.
@@ -451,20 +399,13 @@ impl Ledger {
         after: i64,
         until: i64,
     ) -> Result<Vec<PatchAttempt>, LedgerError> {
-        let ids: Vec<i64> = {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT id FROM patch_attempts
-                     WHERE project_name = ?1 AND status = 'pr_opened'
-                       AND finished_at > ?2 AND finished_at <= ?3 ORDER BY id",
-                )
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map(params![project, after, until], |r| r.get(0))
-                .map_err(|e| self.err(e))?;
-            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
-        };
+        let ids: Vec<i64> = self.sql().query(
+            "SELECT id FROM patch_attempts
+             WHERE project_name = ?1 AND status = 'pr_opened'
+               AND finished_at > ?2 AND finished_at <= ?3 ORDER BY id",
+            args![project, after, until],
+            |r| r.get(0),
+        )?;
         let mut out = Vec::new();
         for id in ids {
             if let Some((p, _)) = self.get_patch(id)? {

@@ -1,9 +1,8 @@
 //! Jobs in the ledger: the queue the scheduler and the API fill and the runner
 //! drains, and the record of every run.
 
-use rusqlite::{OptionalExtension, Row, params};
-
-use super::{Ledger, LedgerError, sql_error};
+use super::sql::{Param, Row, RowError, Sql, Value, args};
+use super::{Ledger, LedgerError};
 
 /// Where a job is in its life.
 #[derive(
@@ -157,7 +156,7 @@ pub(super) const JOB_COLUMNS: &str =
     exit_code, error, recipe_snapshot_json, log_path, pgid, pgid_start_time, worktree_path,
     findings_count, fixed_json, created_at, started_at, finished_at";
 
-pub(super) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+pub(super) fn job_from_row(r: &Row) -> Result<Job, RowError> {
     let status: String = r.get(8)?;
     Ok(Job {
         id: r.get(0)?,
@@ -171,13 +170,13 @@ pub(super) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         status: JobStatus::parse(&status).unwrap_or(JobStatus::Error),
         exit_code: r.get(9)?,
         error: r.get(10)?,
-        recipe_snapshot: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+        recipe_snapshot: serde_json::from_str(&r.get::<String>(11)?).unwrap_or_default(),
         log_path: r.get(12)?,
         pgid: r.get(13)?,
         pgid_start_time: r.get(14)?,
         worktree_path: r.get(15)?,
         findings_count: r.get(16)?,
-        fixed: serde_json::from_str(&r.get::<_, String>(17)?).unwrap_or_default(),
+        fixed: serde_json::from_str(&r.get::<String>(17)?).unwrap_or_default(),
         created_at: r.get(18)?,
         started_at: r.get(19)?,
         finished_at: r.get(20)?,
@@ -203,137 +202,111 @@ impl Ledger {
     /// Enqueues a job; when an identical job (project, subproject, recipe, ref) is
     /// still queued, returns that one instead and `true`.
     pub fn enqueue_job(&mut self, new: &NewJob, now: i64) -> Result<(Job, bool), LedgerError> {
-        let err = sql_error(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let out = enqueue_in(&tx, new, now).map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(out)
+        self.transaction(|sql| enqueue_in(sql, new, now))
     }
 
     /// One job by id.
     pub fn get_job(&self, id: &str) -> Result<Option<Job>, LedgerError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            args![id],
+            job_from_row,
+        )
     }
 
     /// Jobs newest first, filtered.
     pub fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>, LedgerError> {
+        let db = self.sql();
         let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1=1");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
         if let Some(p) = &f.project {
-            args.push(p.clone().into());
+            args.push(p.value());
             sql += &format!(" AND project_name = ?{}", args.len());
         }
         if let Some(s) = f.status {
-            args.push(s.as_str().to_owned().into());
+            args.push(s.as_str().value());
             sql += &format!(" AND status = ?{}", args.len());
         }
         if let Some(list) = &f.visible_projects {
-            args.push(serde_json::to_string(list).unwrap_or_default().into());
-            sql += &format!(
-                " AND project_name IN (SELECT value FROM json_each(?{}))",
-                args.len()
-            );
+            args.push(serde_json::to_string(list).unwrap_or_default().value());
+            sql += &format!(" AND {}", db.in_json_list("project_name", args.len()));
         }
         if let Some((at, id)) = &f.before {
-            args.push((*at).into());
-            args.push(id.clone().into());
+            args.push(at.value());
+            args.push(id.value());
             sql += &format!(
                 " AND (created_at < ?{a} OR (created_at = ?{a} AND id < ?{b}))",
                 a = args.len() - 1,
                 b = args.len()
             );
         }
-        args.push((f.limit as i64).into());
+        args.push(f.limit.value());
         sql += &format!(" ORDER BY created_at DESC, id DESC LIMIT ?{}", args.len());
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(args), job_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let refs: Vec<&dyn Param> = args.iter().map(|v| v as &dyn Param).collect();
+        db.query(&sql, &refs, job_from_row)
     }
 
     /// Queued or running jobs fired by `schedule`.
     pub fn active_jobs_of_schedule(&self, schedule: &str) -> Result<Vec<Job>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        self.sql().query(
+            &format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE schedule_name = ?1 AND status IN ('queued', 'running')"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![schedule], job_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            ),
+            args![schedule],
+            job_from_row,
+        )
     }
 
     /// Number of jobs in each status.
     pub fn job_counts(&self) -> Result<Vec<(JobStatus, i64)>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (s, n) = row.map_err(|e| self.err(e))?;
-            if let Some(s) = JobStatus::parse(&s) {
-                out.push((s, n));
-            }
-        }
-        Ok(out)
+        let rows = self.sql().query(
+            "SELECT status, COUNT(*) FROM jobs GROUP BY status",
+            args![],
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| Some((JobStatus::parse(&s)?, n)))
+            .collect())
     }
 
     /// Cancels a job that is still queued; `false` when it was not queued.
     pub fn cancel_queued_job(&self, id: &str, reason: &str, now: i64) -> Result<bool, LedgerError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE jobs SET status = 'cancelled', error = ?2, finished_at = ?3
-                 WHERE id = ?1 AND status = 'queued'",
-                params![id, reason, now],
-            )
-            .map_err(|e| self.err(e))?;
+        let n = self.sql().execute(
+            "UPDATE jobs SET status = 'cancelled', error = ?2, finished_at = ?3
+             WHERE id = ?1 AND status = 'queued'",
+            args![id, reason, now],
+        )?;
         Ok(n == 1)
     }
 }
 
 /// Enqueues inside an open transaction (see [`Ledger::enqueue_job`]).
 pub(super) fn enqueue_in(
-    tx: &rusqlite::Transaction<'_>,
+    sql: &Sql<'_>,
     new: &NewJob,
     now: i64,
-) -> rusqlite::Result<(Job, bool)> {
-    let existing = tx
-        .query_row(
-            &format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'queued' AND project_name = ?1
-                 AND subproject = ?2 AND recipe = ?3 AND git_ref = ?4 ORDER BY created_at LIMIT 1"
-            ),
-            params![new.project, new.subproject, new.recipe, new.git_ref],
-            job_from_row,
-        )
-        .optional()?;
+) -> Result<(Job, bool), LedgerError> {
+    let existing = sql.query_opt(
+        &format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'queued' AND project_name = ?1
+             AND subproject = ?2 AND recipe = ?3 AND git_ref = ?4 ORDER BY created_at LIMIT 1"
+        ),
+        args![new.project, new.subproject, new.recipe, new.git_ref],
+        job_from_row,
+    )?;
     if let Some(job) = existing {
         return Ok((job, true));
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
-    tx.execute(
-        "INSERT INTO jobs (id, project_name, subproject, recipe, trigger, schedule_name, git_ref,
-           status, recipe_snapshot_json, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9)",
-        params![
+    let job = sql.query_one(
+        &format!(
+            "INSERT INTO jobs (id, project_name, subproject, recipe, trigger, schedule_name, git_ref,
+               status, recipe_snapshot_json, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9)
+             RETURNING {JOB_COLUMNS}"
+        ),
+        args![
             id,
             new.project,
             new.subproject,
@@ -344,10 +317,6 @@ pub(super) fn enqueue_in(
             new.snapshot.to_string(),
             now
         ],
-    )?;
-    let job = tx.query_row(
-        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-        params![id],
         job_from_row,
     )?;
     Ok((job, false))
@@ -358,64 +327,52 @@ impl Ledger {
     pub fn queued_jobs(&self, limit: usize) -> Result<Vec<Job>, LedgerError> {
         self.jobs_where(
             "status = 'queued' ORDER BY created_at, id LIMIT ?1",
-            params![limit as i64],
+            args![limit],
         )
     }
 
     /// Running jobs.
     pub fn running_jobs(&self) -> Result<Vec<Job>, LedgerError> {
-        self.jobs_where("status = 'running' ORDER BY started_at", params![])
+        self.jobs_where("status = 'running' ORDER BY started_at", args![])
     }
 
-    fn jobs_where(
-        &self,
-        clause: &str,
-        args: impl rusqlite::Params,
-    ) -> Result<Vec<Job>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {clause}"))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(args, job_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    fn jobs_where(&self, clause: &str, args: &[&dyn Param]) -> Result<Vec<Job>, LedgerError> {
+        self.sql().query(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {clause}"),
+            args,
+            job_from_row,
+        )
     }
 
     /// Moves a queued job to running; `false` when it was no longer queued (a
     /// cancel won the race).
     pub fn claim_job(&self, id: &str, log_path: &str, now: i64) -> Result<bool, LedgerError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE jobs SET status = 'running', started_at = ?2, log_path = ?3
-                 WHERE id = ?1 AND status = 'queued'",
-                params![id, now, log_path],
-            )
-            .map_err(|e| self.err(e))?;
+        let n = self.sql().execute(
+            "UPDATE jobs SET status = 'running', started_at = ?2, log_path = ?3
+             WHERE id = ?1 AND status = 'queued'",
+            args![id, now, log_path],
+        )?;
         Ok(n == 1)
     }
 
     /// Records the checked-out commit and worktree of a running job.
     pub fn set_job_checkout(&self, id: &str, sha: &str, worktree: &str) -> Result<(), LedgerError> {
-        self.conn
+        self.sql()
             .execute(
                 "UPDATE jobs SET sha = ?2, worktree_path = ?3 WHERE id = ?1",
-                params![id, sha, worktree],
+                args![id, sha, worktree],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// Records the process group of a running job and its leader's start time.
     pub fn set_job_process(&self, id: &str, pgid: i64, start_time: i64) -> Result<(), LedgerError> {
-        self.conn
+        self.sql()
             .execute(
                 "UPDATE jobs SET pgid = ?2, pgid_start_time = ?3 WHERE id = ?1",
-                params![id, pgid, start_time],
+                args![id, pgid, start_time],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// Ends a running job; `false` when it was not running.
@@ -427,14 +384,11 @@ impl Ledger {
         error: Option<&str>,
         now: i64,
     ) -> Result<bool, LedgerError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE jobs SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5
-                 WHERE id = ?1 AND status = 'running'",
-                params![id, status.as_str(), exit_code, error, now],
-            )
-            .map_err(|e| self.err(e))?;
+        let n = self.sql().execute(
+            "UPDATE jobs SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5
+             WHERE id = ?1 AND status = 'running'",
+            args![id, status.as_str(), exit_code, error, now],
+        )?;
         Ok(n == 1)
     }
 }
@@ -442,29 +396,15 @@ impl Ledger {
 impl Ledger {
     /// For finished jobs, by status: (status, count, total run time in ms).
     pub fn job_duration_stats(&self) -> Result<Vec<(JobStatus, i64, i64)>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT status, COUNT(*), COALESCE(SUM(finished_at - started_at), 0) FROM jobs
-                 WHERE finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY status",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (s, n, sum) = row.map_err(|e| self.err(e))?;
-            if let Some(s) = JobStatus::parse(&s) {
-                out.push((s, n, sum));
-            }
-        }
-        Ok(out)
+        let rows = self.sql().query(
+            "SELECT status, COUNT(*), CAST(COALESCE(SUM(finished_at - started_at), 0) AS BIGINT) FROM jobs
+             WHERE finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY status",
+            args![],
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<i64>(2)?)),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n, sum)| Some((JobStatus::parse(&s)?, n, sum)))
+            .collect())
     }
 }

@@ -35,7 +35,7 @@ pub use views::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 
 /// How long a statement waits for a lock held by another connection.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -300,15 +300,12 @@ impl Ledger {
         fire_time_ms: i64,
         now_ms: i64,
     ) -> Result<bool, LedgerError> {
-        let n = self
-            .conn
-            .execute(
-                "INSERT INTO schedule_fires (schedule_name, fire_time, fired_at)
-                 VALUES (?1, ?2, ?3)
-                 ON CONFLICT (schedule_name, fire_time) DO NOTHING",
-                params![schedule, fire_time_ms, now_ms],
-            )
-            .map_err(|e| self.err(e))?;
+        let n = self.sql().execute(
+            "INSERT INTO schedule_fires (schedule_name, fire_time, fired_at)
+             VALUES (?1, ?2, ?3)
+             ON CONFLICT (schedule_name, fire_time) DO NOTHING",
+            sql::args![schedule, fire_time_ms, now_ms],
+        )?;
         Ok(n == 1)
     }
 
@@ -346,14 +343,10 @@ impl Ledger {
 
     /// When `schedule` last fired, if ever (ms).
     pub fn last_schedule_fire(&self, schedule: &str) -> Result<Option<i64>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT MAX(fire_time) FROM schedule_fires WHERE schedule_name = ?1",
-                params![schedule],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()
-            .map(Option::flatten)
-            .map_err(|e| self.err(e))
+        self.sql().query_one(
+            "SELECT MAX(fire_time) FROM schedule_fires WHERE schedule_name = ?1",
+            sql::args![schedule],
+            |r| r.get::<Option<i64>>(0),
+        )
     }
 }

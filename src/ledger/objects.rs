@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params};
-
-use super::{Ledger, LedgerError, sql_error};
+use super::sql::{Row, RowError, Sql, args};
+use super::{Ledger, LedgerError};
 use crate::manifest::Kind;
 
 /// Who owns an object.
@@ -141,23 +140,18 @@ impl Ledger {
                     table(kind)
                 )
             };
-            let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                    ))
-                })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let (name, spec, source, file, rev, owner, retired) =
-                    row.map_err(|e| self.err(e))?;
+            let rows = self.sql().query(&sql, args![], |r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<Option<String>>(3)?,
+                    r.get::<Option<String>>(4)?,
+                    r.get::<Option<String>>(5)?,
+                    r.get::<Option<i64>>(6)?,
+                ))
+            })?;
+            for (name, spec, source, file, rev, owner, retired) in rows {
                 let spec = serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null);
                 out.insert(
                     (kind, name.clone()),
@@ -184,88 +178,78 @@ impl Ledger {
     /// Applies one reconcile: object writes, manifest statuses and the registry
     /// status, all or nothing.
     pub fn apply_reconcile(&mut self, rec: &ReconcileRecord) -> Result<(), LedgerError> {
-        let err = sql_error(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        for w in &rec.writes {
-            match w {
-                ObjectWrite::Upsert {
-                    kind,
-                    name,
-                    spec,
-                    file,
-                } => {
-                    let spec = spec.to_string();
-                    if *kind == Kind::Project {
-                        // Never overwrite an API project, whatever the caller says.
-                        tx.execute(
-                            "INSERT INTO projects (name, source, spec_json, manifest_file, manifest_revision, created_at, updated_at)
-                             VALUES (?1, 'registry', ?2, ?3, ?4, ?5, ?5)
-                             ON CONFLICT (name) DO UPDATE SET
-                               spec_json = excluded.spec_json, manifest_file = excluded.manifest_file,
-                               manifest_revision = excluded.manifest_revision, updated_at = excluded.updated_at,
-                               retired_at = NULL
-                             WHERE projects.source = 'registry'",
-                            params![name, spec, file, rec.revision, rec.now],
-                        )
-                        .map_err(err)?;
-                    } else {
-                        let extra = if *kind == Kind::Schedule {
-                            // A changed schedule gets its next fire computed afresh.
-                            ", next_fire_at = CASE WHEN spec_json = excluded.spec_json THEN next_fire_at ELSE NULL END"
+        self.transaction(|sql| {
+            for w in &rec.writes {
+                match w {
+                    ObjectWrite::Upsert {
+                        kind,
+                        name,
+                        spec,
+                        file,
+                    } => {
+                        let spec = spec.to_string();
+                        if *kind == Kind::Project {
+                            // Never overwrite an API project, whatever the caller says.
+                            sql.execute(
+                                "INSERT INTO projects (name, source, spec_json, manifest_file, manifest_revision, created_at, updated_at)
+                                 VALUES (?1, 'registry', ?2, ?3, ?4, ?5, ?5)
+                                 ON CONFLICT (name) DO UPDATE SET
+                                   spec_json = excluded.spec_json, manifest_file = excluded.manifest_file,
+                                   manifest_revision = excluded.manifest_revision, updated_at = excluded.updated_at,
+                                   retired_at = NULL
+                                 WHERE projects.source = 'registry'",
+                                args![name, spec, file, rec.revision, rec.now],
+                            )?;
+                        } else {
+                            let extra = if *kind == Kind::Schedule {
+                                // A changed schedule gets its next fire computed afresh.
+                                ", next_fire_at = CASE WHEN spec_json = excluded.spec_json THEN next_fire_at ELSE NULL END"
+                            } else {
+                                ""
+                            };
+                            sql.execute(
+                                &format!(
+                                    "INSERT INTO {t} (name, spec_json, manifest_file, manifest_revision, created_at, updated_at)
+                                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                                     ON CONFLICT (name) DO UPDATE SET
+                                       manifest_file = excluded.manifest_file,
+                                       manifest_revision = excluded.manifest_revision,
+                                       updated_at = excluded.updated_at, retired_at = NULL{extra},
+                                       spec_json = excluded.spec_json",
+                                    t = table(*kind)
+                                ),
+                                args![name, spec, file, rec.revision, rec.now],
+                            )?;
+                        }
+                    }
+                    ObjectWrite::Retire { kind, name } => {
+                        let only_registry = if *kind == Kind::Project {
+                            " AND source = 'registry'"
                         } else {
                             ""
                         };
-                        tx.execute(
+                        sql.execute(
                             &format!(
-                                "INSERT INTO {t} (name, spec_json, manifest_file, manifest_revision, created_at, updated_at)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-                                 ON CONFLICT (name) DO UPDATE SET
-                                   manifest_file = excluded.manifest_file,
-                                   manifest_revision = excluded.manifest_revision,
-                                   updated_at = excluded.updated_at, retired_at = NULL{extra},
-                                   spec_json = excluded.spec_json",
-                                t = table(*kind)
+                                "UPDATE {} SET retired_at = ?2, updated_at = ?2 WHERE name = ?1 AND retired_at IS NULL{only_registry}",
+                                table(*kind)
                             ),
-                            params![name, spec, file, rec.revision, rec.now],
-                        )
-                        .map_err(err)?;
+                            args![name, rec.now],
+                        )?;
                     }
                 }
-                ObjectWrite::Retire { kind, name } => {
-                    let only_registry = if *kind == Kind::Project {
-                        " AND source = 'registry'"
-                    } else {
-                        ""
-                    };
-                    tx.execute(
-                        &format!(
-                            "UPDATE {} SET retired_at = ?2, updated_at = ?2 WHERE name = ?1 AND retired_at IS NULL{only_registry}",
-                            table(*kind)
-                        ),
-                        params![name, rec.now],
-                    )
-                    .map_err(err)?;
-                }
             }
-        }
-        write_statuses(&tx, &rec.statuses, rec.now).map_err(err)?;
-        write_registry_status(&tx, &rec.registry).map_err(err)?;
-        tx.commit().map_err(err)
+            write_statuses(sql, &rec.statuses, rec.now)?;
+            write_registry_status(sql, &rec.registry)
+        })
     }
 
     /// When each manifest status row was last written (ms), by file, kind and name.
     pub fn manifest_status_times(&self) -> Result<Vec<(StatusKey, i64)>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT file, kind, name, updated_at FROM manifest_status ORDER BY file, kind, name")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.sql().query(
+            "SELECT file, kind, name, updated_at FROM manifest_status ORDER BY file, kind, name",
+            args![],
+            |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)),
+        )
     }
 
     /// Records a reconcile attempt that could not read the registry at all (fetch
@@ -277,66 +261,47 @@ impl Ledger {
         now: i64,
         duration_ms: i64,
     ) -> Result<(), LedgerError> {
-        self.conn
+        self.sql()
             .execute(
                 "INSERT INTO registry_status (id, source, last_attempt_at, duration_ms, last_error)
                  VALUES (1, ?1, ?2, ?3, ?4)
                  ON CONFLICT (id) DO UPDATE SET source = excluded.source,
                    last_attempt_at = excluded.last_attempt_at, duration_ms = excluded.duration_ms,
                    last_error = excluded.last_error",
-                params![source, now, duration_ms, error],
+                args![source, now, duration_ms, error],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// The registry status, if a reconcile was ever attempted.
     pub fn registry_status(&self) -> Result<Option<RegistryStatus>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT source, revision, last_attempt_at, last_success_at, duration_ms, last_error, counts_json
-                 FROM registry_status WHERE id = 1",
-                [],
-                |r| {
-                    Ok(RegistryStatus {
-                        source: r.get(0)?,
-                        revision: r.get(1)?,
-                        last_attempt_at: r.get(2)?,
-                        last_success_at: r.get(3)?,
-                        duration_ms: r.get(4)?,
-                        last_error: r.get(5)?,
-                        counts: serde_json::from_str(&r.get::<_, String>(6)?)
-                            .unwrap_or(serde_json::Value::Null),
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            "SELECT source, revision, last_attempt_at, last_success_at, duration_ms, last_error, counts_json
+             FROM registry_status WHERE id = 1",
+            args![],
+            |r| {
+                Ok(RegistryStatus {
+                    source: r.get(0)?,
+                    revision: r.get(1)?,
+                    last_attempt_at: r.get(2)?,
+                    last_success_at: r.get(3)?,
+                    duration_ms: r.get(4)?,
+                    last_error: r.get(5)?,
+                    counts: serde_json::from_str(&r.get::<String>(6)?)
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            },
+        )
     }
 
     /// Every manifest status row, by file, kind and name.
     pub fn manifest_statuses(&self) -> Result<Vec<ManifestStatus>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT file, kind, name, revision_applied, last_error, error_line, error_col
-                 FROM manifest_status ORDER BY file, kind, name",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(ManifestStatus {
-                    file: r.get(0)?,
-                    kind: r.get(1)?,
-                    name: r.get(2)?,
-                    revision_applied: r.get(3)?,
-                    last_error: r.get(4)?,
-                    error_line: r.get(5)?,
-                    error_col: r.get(6)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.sql().query(
+            "SELECT file, kind, name, revision_applied, last_error, error_line, error_col
+             FROM manifest_status ORDER BY file, kind, name",
+            args![],
+            manifest_status_from_row,
+        )
     }
 
     /// Registers a project through the API (`source = api`).
@@ -347,30 +312,36 @@ impl Ledger {
         owner_token: &str,
         now: i64,
     ) -> Result<bool, LedgerError> {
-        let n = self
-            .conn
-            .execute(
-                "INSERT INTO projects (name, source, spec_json, owner_token, created_at, updated_at)
-                 VALUES (?1, 'api', ?2, ?3, ?4, ?4) ON CONFLICT (name) DO NOTHING",
-                params![name, spec.to_string(), owner_token, now],
-            )
-            .map_err(|e| self.err(e))?;
+        let n = self.sql().execute(
+            "INSERT INTO projects (name, source, spec_json, owner_token, created_at, updated_at)
+             VALUES (?1, 'api', ?2, ?3, ?4, ?4) ON CONFLICT (name) DO NOTHING",
+            args![name, spec.to_string(), owner_token, now],
+        )?;
         Ok(n == 1)
     }
 }
 
-fn write_registry_status(
-    tx: &rusqlite::Transaction<'_>,
-    s: &RegistryStatus,
-) -> rusqlite::Result<()> {
-    tx.execute(
+fn manifest_status_from_row(r: &Row) -> Result<ManifestStatus, RowError> {
+    Ok(ManifestStatus {
+        file: r.get(0)?,
+        kind: r.get(1)?,
+        name: r.get(2)?,
+        revision_applied: r.get(3)?,
+        last_error: r.get(4)?,
+        error_line: r.get(5)?,
+        error_col: r.get(6)?,
+    })
+}
+
+fn write_registry_status(sql: &Sql<'_>, s: &RegistryStatus) -> Result<(), LedgerError> {
+    sql.execute(
         "INSERT INTO registry_status (id, source, revision, last_attempt_at, last_success_at, duration_ms, last_error, counts_json)
          VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (id) DO UPDATE SET source = excluded.source, revision = excluded.revision,
            last_attempt_at = excluded.last_attempt_at, last_success_at = excluded.last_success_at,
            duration_ms = excluded.duration_ms, last_error = excluded.last_error,
            counts_json = excluded.counts_json",
-        params![
+        args![
             s.source,
             s.revision,
             s.last_attempt_at,
@@ -386,26 +357,27 @@ fn write_registry_status(
 impl Ledger {
     /// One project by name.
     pub fn get_project(&self, name: &str) -> Result<Option<StoredObject>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT name, spec_json, source, manifest_file, manifest_revision, owner_token, retired_at
-                 FROM projects WHERE name = ?1",
-                params![name],
-                |r| {
-                    Ok(StoredObject {
-                        kind: Kind::Project,
-                        name: r.get(0)?,
-                        spec: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
-                        source: if r.get::<_, String>(2)? == "api" { Source::Api } else { Source::Registry },
-                        manifest_file: r.get(3)?,
-                        manifest_revision: r.get(4)?,
-                        owner_token: r.get(5)?,
-                        retired_at: r.get(6)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            "SELECT name, spec_json, source, manifest_file, manifest_revision, owner_token, retired_at
+             FROM projects WHERE name = ?1",
+            args![name],
+            |r| {
+                Ok(StoredObject {
+                    kind: Kind::Project,
+                    name: r.get(0)?,
+                    spec: serde_json::from_str(&r.get::<String>(1)?).unwrap_or_default(),
+                    source: if r.get::<String>(2)? == "api" {
+                        Source::Api
+                    } else {
+                        Source::Registry
+                    },
+                    manifest_file: r.get(3)?,
+                    manifest_revision: r.get(4)?,
+                    owner_token: r.get(5)?,
+                    retired_at: r.get(6)?,
+                })
+            },
+        )
     }
 
     /// Replaces the spec of an API project; `false` when there is no such project.
@@ -415,25 +387,19 @@ impl Ledger {
         spec: &serde_json::Value,
         now: i64,
     ) -> Result<bool, LedgerError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE projects SET spec_json = ?2, updated_at = ?3 WHERE name = ?1 AND source = 'api'",
-                params![name, spec.to_string(), now],
-            )
-            .map_err(|e| self.err(e))?;
+        let n = self.sql().execute(
+            "UPDATE projects SET spec_json = ?2, updated_at = ?3 WHERE name = ?1 AND source = 'api'",
+            args![name, spec.to_string(), now],
+        )?;
         Ok(n == 1)
     }
 
     /// Deletes an API project with its jobs, findings and patch attempts.
     pub fn delete_api_project(&self, name: &str) -> Result<bool, LedgerError> {
-        let n = self
-            .conn
-            .execute(
-                "DELETE FROM projects WHERE name = ?1 AND source = 'api'",
-                params![name],
-            )
-            .map_err(|e| self.err(e))?;
+        let n = self.sql().execute(
+            "DELETE FROM projects WHERE name = ?1 AND source = 'api'",
+            args![name],
+        )?;
         Ok(n == 1)
     }
 }
@@ -444,11 +410,7 @@ pub type StatusKey = (String, String, String);
 /// Makes the manifest status rows equal to `statuses`, writing only the rows that
 /// changed: an idle reconcile leaves every row (and its `updated_at`) as it was.
 /// Several errors of one (file, kind, name) are joined on one row.
-fn write_statuses(
-    tx: &rusqlite::Transaction<'_>,
-    statuses: &[ManifestStatus],
-    now: i64,
-) -> rusqlite::Result<()> {
+fn write_statuses(sql: &Sql<'_>, statuses: &[ManifestStatus], now: i64) -> Result<(), LedgerError> {
     type Key = StatusKey;
     let mut wanted: BTreeMap<Key, ManifestStatus> = BTreeMap::new();
     for s in statuses {
@@ -467,45 +429,42 @@ fn write_statuses(
             }
         }
     }
-    let mut existing: BTreeMap<Key, ManifestStatus> = BTreeMap::new();
-    {
-        let mut stmt = tx.prepare(
+    let existing: BTreeMap<Key, ManifestStatus> = sql
+        .query(
             "SELECT file, kind, name, revision_applied, last_error, error_line, error_col FROM manifest_status",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(ManifestStatus {
-                file: r.get(0)?,
-                kind: r.get(1)?,
-                name: r.get(2)?,
-                revision_applied: r.get(3)?,
-                last_error: r.get(4)?,
-                error_line: r.get(5)?,
-                error_col: r.get(6)?,
-            })
-        })?;
-        for row in rows {
-            let row = row?;
-            existing.insert((row.file.clone(), row.kind.clone(), row.name.clone()), row);
-        }
-    }
+            args![],
+            manifest_status_from_row,
+        )?
+        .into_iter()
+        .map(|row| ((row.file.clone(), row.kind.clone(), row.name.clone()), row))
+        .collect();
     for key in existing.keys().filter(|k| !wanted.contains_key(*k)) {
-        tx.execute(
+        sql.execute(
             "DELETE FROM manifest_status WHERE file = ?1 AND kind = ?2 AND name = ?3",
-            params![key.0, key.1, key.2],
+            args![key.0, key.1, key.2],
         )?;
     }
     for (key, s) in &wanted {
         if existing.get(key) == Some(s) {
             continue;
         }
-        tx.execute(
+        sql.execute(
             "INSERT INTO manifest_status (file, kind, name, revision_applied, last_error, error_line, error_col, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (file, kind, name) DO UPDATE SET
                revision_applied = excluded.revision_applied, last_error = excluded.last_error,
                error_line = excluded.error_line, error_col = excluded.error_col,
                updated_at = excluded.updated_at",
-            params![s.file, s.kind, s.name, s.revision_applied, s.last_error, s.error_line, s.error_col, now],
+            args![
+                s.file,
+                s.kind,
+                s.name,
+                s.revision_applied,
+                s.last_error,
+                s.error_line,
+                s.error_col,
+                now
+            ],
         )?;
     }
     Ok(())

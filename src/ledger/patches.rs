@@ -1,9 +1,8 @@
 //! Patch attempts in the ledger: one row per attempt of the patch loop, with the
 //! finding's own fields copied in so that an attempt outlives any finding row.
 
-use rusqlite::{OptionalExtension, params};
-
-use super::{Ledger, LedgerError, sql_error};
+use super::sql::{Row, RowError, args};
+use super::{Ledger, LedgerError};
 
 /// Where an attempt is in its life.
 pub const ACTIVE_STATUSES: &[&str] = &["queued", "drafting", "applying", "verifying", "pushing"];
@@ -94,7 +93,7 @@ const COLUMNS: &str = "id, project_name, fingerprint, attempt_number, trigger, s
     suggested_fix, backend, model, prompt_chars, diff, explanation, confidence, model_reply, commit_sha,
     verify_job_id, branch, pr_number, pr_url, pr_state, created_at, updated_at, finished_at";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatchAttempt> {
+fn from_row(r: &Row) -> Result<PatchAttempt, RowError> {
     Ok(PatchAttempt {
         id: r.get(0)?,
         project: r.get(1)?,
@@ -172,28 +171,22 @@ impl Ledger {
         p: &PatchAttempt,
         now: i64,
     ) -> Result<Option<PatchAttempt>, LedgerError> {
-        let err = sql_error(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let number: i64 = tx
-            .query_row(
+        let id = self.transaction(|sql| {
+            let number: i64 = sql.query_one(
                 "SELECT COALESCE(MAX(attempt_number), 0) + 1 FROM patch_attempts
                  WHERE project_name = ?1 AND fingerprint = ?2",
-                params![p.project, p.fingerprint],
+                args![p.project, p.fingerprint],
                 |r| r.get(0),
-            )
-            .map_err(err)?;
-        let n = tx
-            .execute(
+            )?;
+            sql.query_opt(
                 "INSERT INTO patch_attempts (project_name, fingerprint, attempt_number, trigger, status,
                    reason, job_id, finding_id, subproject, recipe, command, sha, tool, kind, severity,
                    code, file, line, col, message, suggested_fix, created_at, updated_at, finished_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                    ?18, ?19, ?20, ?21, ?22, ?22, ?23)
-                 ON CONFLICT DO NOTHING",
-                params![
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
+                args![
                     p.project,
                     p.fingerprint,
                     number,
@@ -218,26 +211,22 @@ impl Ledger {
                     now,
                     p.finished_at
                 ],
+                |r| r.get::<i64>(0),
             )
-            .map_err(err)?;
-        if n == 0 {
-            return Ok(None);
+        })?;
+        match id {
+            Some(id) => self.patch(id),
+            None => Ok(None),
         }
-        let id = tx.last_insert_rowid();
-        tx.commit().map_err(err)?;
-        self.patch(id)
     }
 
     /// One attempt.
     pub fn patch(&self, id: i64) -> Result<Option<PatchAttempt>, LedgerError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM patch_attempts WHERE id = ?1"),
-                params![id],
-                from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            &format!("SELECT {COLUMNS} FROM patch_attempts WHERE id = ?1"),
+            args![id],
+            from_row,
+        )
     }
 
     /// One attempt and its project (for visibility checks).
@@ -265,42 +254,39 @@ impl Ledger {
             Some((n, url, state)) => (Some(*n), Some(url.clone()), Some(state.clone())),
             None => (None, None, None),
         };
-        let n = self
-            .conn
-            .execute(
-                "UPDATE patch_attempts SET
-                   status = COALESCE(?2, status), reason = COALESCE(?3, reason),
-                   backend = COALESCE(?4, backend), model = COALESCE(?5, model),
-                   prompt_chars = COALESCE(?6, prompt_chars), diff = COALESCE(?7, diff),
-                   explanation = COALESCE(?8, explanation), confidence = COALESCE(?9, confidence),
-                   model_reply = COALESCE(?10, model_reply), commit_sha = COALESCE(?11, commit_sha),
-                   verify_job_id = COALESCE(?12, verify_job_id), branch = COALESCE(?13, branch),
-                   pr_number = COALESCE(?14, pr_number), pr_url = COALESCE(?15, pr_url),
-                   pr_state = COALESCE(?16, pr_state), updated_at = ?17,
-                   finished_at = CASE WHEN ?18 THEN ?17 ELSE finished_at END
-                 WHERE id = ?1 AND finished_at IS NULL",
-                params![
-                    id,
-                    u.status,
-                    u.reason,
-                    backend,
-                    model,
-                    u.prompt_chars,
-                    diff,
-                    explanation,
-                    confidence,
-                    u.model_reply,
-                    u.commit_sha,
-                    u.verify_job_id,
-                    u.branch,
-                    pr_number,
-                    pr_url,
-                    pr_state,
-                    now,
-                    u.finished
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+        let n = self.sql().execute(
+            "UPDATE patch_attempts SET
+               status = COALESCE(?2, status), reason = COALESCE(?3, reason),
+               backend = COALESCE(?4, backend), model = COALESCE(?5, model),
+               prompt_chars = COALESCE(?6, prompt_chars), diff = COALESCE(?7, diff),
+               explanation = COALESCE(?8, explanation), confidence = COALESCE(?9, confidence),
+               model_reply = COALESCE(?10, model_reply), commit_sha = COALESCE(?11, commit_sha),
+               verify_job_id = COALESCE(?12, verify_job_id), branch = COALESCE(?13, branch),
+               pr_number = COALESCE(?14, pr_number), pr_url = COALESCE(?15, pr_url),
+               pr_state = COALESCE(?16, pr_state), updated_at = ?17,
+               finished_at = CASE WHEN ?18 = 1 THEN ?17 ELSE finished_at END
+             WHERE id = ?1 AND finished_at IS NULL",
+            args![
+                id,
+                u.status,
+                u.reason,
+                backend,
+                model,
+                u.prompt_chars,
+                diff,
+                explanation,
+                confidence,
+                u.model_reply,
+                u.commit_sha,
+                u.verify_job_id,
+                u.branch,
+                pr_number,
+                pr_url,
+                pr_state,
+                now,
+                u.finished
+            ],
+        )?;
         if n == 0 {
             return Ok(None);
         }
@@ -309,13 +295,12 @@ impl Ledger {
 
     /// Sets the last known state of an attempt's pull request (also after it ended).
     pub fn set_pr_state(&self, id: i64, state: &str, now: i64) -> Result<(), LedgerError> {
-        self.conn
+        self.sql()
             .execute(
                 "UPDATE patch_attempts SET pr_state = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, state, now],
+                args![id, state, now],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// Attempts newest first, optionally of some projects, one project and a status.
@@ -326,21 +311,20 @@ impl Ledger {
         status: Option<&str>,
         limit: usize,
     ) -> Result<Vec<PatchAttempt>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        let sql = self.sql();
+        let vis = visible_projects.map(|v| serde_json::to_string(v).unwrap_or_default());
+        sql.query(
+            &format!(
                 "SELECT {COLUMNS} FROM patch_attempts WHERE
-                   (?1 IS NULL OR project_name IN (SELECT value FROM json_each(?1)))
+                   (?1 IS NULL OR {visible})
                    AND (?2 IS NULL OR project_name = ?2)
                    AND (?3 IS NULL OR status = ?3)
-                 ORDER BY id DESC LIMIT ?4"
-            ))
-            .map_err(|e| self.err(e))?;
-        let vis = visible_projects.map(|v| serde_json::to_string(v).unwrap_or_default());
-        let rows = stmt
-            .query_map(params![vis, project, status, limit as i64], from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+                 ORDER BY id DESC LIMIT ?4",
+                visible = sql.in_json_list("project_name", 1)
+            ),
+            args![vis, project, status, limit as i64],
+            from_row,
+        )
     }
 
     /// Every attempt of one finding (project + fingerprint), oldest first.
@@ -349,55 +333,44 @@ impl Ledger {
         project: &str,
         fingerprint: &str,
     ) -> Result<Vec<PatchAttempt>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        self.sql().query(
+            &format!(
                 "SELECT {COLUMNS} FROM patch_attempts WHERE project_name = ?1 AND fingerprint = ?2
                  ORDER BY attempt_number"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![project, fingerprint], from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            ),
+            args![project, fingerprint],
+            from_row,
+        )
     }
 
     /// Attempts of a project whose pull request is (as last known) open.
     pub fn open_pull_requests(&self, project: &str) -> Result<Vec<PatchAttempt>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        self.sql().query(
+            &format!(
                 "SELECT {COLUMNS} FROM patch_attempts WHERE project_name = ?1
                    AND pr_number IS NOT NULL AND COALESCE(pr_state, 'open') = 'open' ORDER BY id"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![project], from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            ),
+            args![project],
+            from_row,
+        )
     }
 
     /// Attempts of a project created since `since` (ms), skipped ones left out.
     pub fn patches_since(&self, project: &str, since: i64) -> Result<i64, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM patch_attempts WHERE project_name = ?1 AND created_at >= ?2
-                   AND status != 'skipped'",
-                params![project, since],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))
+        self.sql().query_one(
+            "SELECT COUNT(*) FROM patch_attempts WHERE project_name = ?1 AND created_at >= ?2
+               AND status != 'skipped'",
+            args![project, since],
+            |r| r.get(0),
+        )
     }
 
     /// Attempts that had not ended (for the restart sweep and the one-at-a-time rule).
     pub fn active_patches(&self) -> Result<Vec<PatchAttempt>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM patch_attempts WHERE finished_at IS NULL ORDER BY id"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], from_row).map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.sql().query(
+            &format!("SELECT {COLUMNS} FROM patch_attempts WHERE finished_at IS NULL ORDER BY id"),
+            args![],
+            from_row,
+        )
     }
 }

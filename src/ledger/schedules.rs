@@ -1,9 +1,8 @@
 //! Schedule state in the ledger: next fire times and the fire log.
 
-use rusqlite::params;
-
 use super::jobs::{Job, NewJob, enqueue_in};
-use super::{Ledger, LedgerError, sql_error};
+use super::sql::args;
+use super::{Ledger, LedgerError};
 
 /// An active schedule as the scheduler needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,33 +35,27 @@ pub struct Fire<'a> {
 impl Ledger {
     /// Every schedule that is not retired.
     pub fn active_schedules(&self) -> Result<Vec<ScheduleRow>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT name, spec_json, next_fire_at FROM schedules WHERE retired_at IS NULL ORDER BY name",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.sql().query(
+            "SELECT name, spec_json, next_fire_at FROM schedules WHERE retired_at IS NULL ORDER BY name",
+            args![],
+            |r| {
                 Ok(ScheduleRow {
                     name: r.get(0)?,
-                    spec: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+                    spec: serde_json::from_str(&r.get::<String>(1)?).unwrap_or_default(),
                     next_fire_at: r.get(2)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     /// Sets when `schedule` fires next.
     pub fn set_next_fire(&self, schedule: &str, at: Option<i64>) -> Result<(), LedgerError> {
-        self.conn
+        self.sql()
             .execute(
                 "UPDATE schedules SET next_fire_at = ?2 WHERE name = ?1",
-                params![schedule, at],
+                args![schedule, at],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// Records a fire, cancels and enqueues its jobs and moves the next fire time,
@@ -73,46 +66,43 @@ impl Ledger {
         fire: &Fire<'_>,
         now: i64,
     ) -> Result<Option<Vec<Job>>, LedgerError> {
-        let err = sql_error(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let inserted = tx
-            .execute(
+        self.transaction(|sql| {
+            let inserted = sql.execute(
                 "INSERT INTO schedule_fires (schedule_name, fire_time, fired_at, jobs_enqueued, note)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (schedule_name, fire_time) DO NOTHING",
-                params![fire.schedule, fire.fire_time, now, fire.jobs.len() as i64, fire.note],
-            )
-            .map_err(err)?;
-        tx.execute(
-            "UPDATE schedules SET next_fire_at = ?2 WHERE name = ?1",
-            params![fire.schedule, fire.next_fire_at],
-        )
-        .map_err(err)?;
-        if inserted == 0 {
-            tx.commit().map_err(err)?;
-            return Ok(None);
-        }
-        for id in fire.cancel_queued {
-            tx.execute(
-                "UPDATE jobs SET status = 'cancelled', error = ?2, finished_at = ?3
-                 WHERE id = ?1 AND status = 'queued'",
-                params![
-                    id,
-                    format!("replaced by a newer fire of schedule {}", fire.schedule),
-                    now
+                args![
+                    fire.schedule,
+                    fire.fire_time,
+                    now,
+                    fire.jobs.len() as i64,
+                    fire.note
                 ],
-            )
-            .map_err(err)?;
-        }
-        let mut jobs = Vec::new();
-        for j in fire.jobs {
-            jobs.push(enqueue_in(&tx, j, now).map_err(err)?.0);
-        }
-        tx.commit().map_err(err)?;
-        Ok(Some(jobs))
+            )?;
+            sql.execute(
+                "UPDATE schedules SET next_fire_at = ?2 WHERE name = ?1",
+                args![fire.schedule, fire.next_fire_at],
+            )?;
+            if inserted == 0 {
+                return Ok(None);
+            }
+            for id in fire.cancel_queued {
+                sql.execute(
+                    "UPDATE jobs SET status = 'cancelled', error = ?2, finished_at = ?3
+                     WHERE id = ?1 AND status = 'queued'",
+                    args![
+                        id,
+                        format!("replaced by a newer fire of schedule {}", fire.schedule),
+                        now
+                    ],
+                )?;
+            }
+            let mut jobs = Vec::new();
+            for j in fire.jobs {
+                jobs.push(enqueue_in(sql, j, now)?.0);
+            }
+            Ok(Some(jobs))
+        })
     }
 
     /// The fires of `schedule`, newest first: (fire time, jobs enqueued, note).
@@ -120,16 +110,17 @@ impl Ledger {
         &self,
         schedule: &str,
     ) -> Result<Vec<(i64, i64, Option<String>)>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT fire_time, jobs_enqueued, note FROM schedule_fires WHERE schedule_name = ?1
-                 ORDER BY fire_time DESC",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![schedule], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.sql().query(
+            "SELECT fire_time, jobs_enqueued, note FROM schedule_fires WHERE schedule_name = ?1
+             ORDER BY fire_time DESC",
+            args![schedule],
+            |r| {
+                Ok((
+                    r.get::<i64>(0)?,
+                    r.get::<i64>(1)?,
+                    r.get::<Option<String>>(2)?,
+                ))
+            },
+        )
     }
 }

@@ -88,6 +88,12 @@ impl Param for Vec<u8> {
     }
 }
 
+impl Param for Value {
+    fn value(&self) -> Value {
+        self.clone()
+    }
+}
+
 impl<T: Param + ?Sized> Param for &T {
     fn value(&self) -> Value {
         (**self).value()
@@ -276,6 +282,12 @@ impl<'c> Sql<'c> {
 
     fn params(args: &[&dyn Param]) -> Vec<Value> {
         args.iter().map(|a| a.value()).collect()
+    }
+
+    /// The condition "`column` is one of the strings in the JSON array parameter
+    /// `?n`" in this engine's SQL.
+    pub fn in_json_list(&self, column: &str, n: usize) -> String {
+        format!("{column} IN (SELECT value FROM json_each(?{n}))")
     }
 
     /// Runs a statement; returns how many rows it changed.

@@ -2,9 +2,8 @@
 //! project's findings trend. Indexed lookups only, so a page stays fast on a
 //! ledger of a million jobs.
 
-use rusqlite::{OptionalExtension, params};
-
 use super::jobs::{JOB_COLUMNS, Job, JobStatus, job_from_row};
+use super::sql::args;
 use super::{Ledger, LedgerError};
 
 /// One finished run of a project, as its findings trend shows it.
@@ -55,19 +54,16 @@ impl Ledger {
         subproject: &str,
         recipe: &str,
     ) -> Result<Option<Job>, LedgerError> {
-        self.conn
-            .query_row(
-                &format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs
-                     WHERE project_name = ?1 AND subproject = ?2 AND recipe = ?3
-                       AND finished_at IS NOT NULL AND trigger != 'patch_verify'
-                     ORDER BY finished_at DESC LIMIT 1"
-                ),
-                params![project, subproject, recipe],
-                job_from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.sql().query_opt(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE project_name = ?1 AND subproject = ?2 AND recipe = ?3
+                   AND finished_at IS NOT NULL AND trigger != 'patch_verify'
+                 ORDER BY finished_at DESC LIMIT 1"
+            ),
+            args![project, subproject, recipe],
+            job_from_row,
+        )
     }
 
     /// The newest `limit` finished runs of `project`, oldest first. `open` after a
@@ -78,18 +74,14 @@ impl Ledger {
         project: &str,
         limit: usize,
     ) -> Result<Vec<TrendPoint>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, recipe, subproject, finished_at, findings_count, fixed_json
-                 FROM jobs
-                 WHERE project_name = ?1 AND finished_at IS NOT NULL
-                   AND status IN ('succeeded', 'failed') AND trigger != 'patch_verify'
-                 ORDER BY finished_at DESC LIMIT ?2",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![project, (limit * PRIME) as i64], |r| {
+        let mut runs = self.sql().query(
+            "SELECT id, recipe, subproject, finished_at, findings_count, fixed_json
+             FROM jobs
+             WHERE project_name = ?1 AND finished_at IS NOT NULL
+               AND status IN ('succeeded', 'failed') AND trigger != 'patch_verify'
+             ORDER BY finished_at DESC LIMIT ?2",
+            args![project, limit * PRIME],
+            |r| {
                 let fixed: String = r.get(5)?;
                 Ok(TrendPoint {
                     job_id: r.get(0)?,
@@ -103,9 +95,8 @@ impl Ledger {
                         .unwrap_or(0),
                     new: 0,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        let mut runs: Vec<TrendPoint> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+            },
+        )?;
         runs.reverse();
         let mut latest: std::collections::HashMap<(String, String), i64> =
             std::collections::HashMap::new();
@@ -124,15 +115,11 @@ impl Ledger {
 
     /// The queued and running jobs, briefly (no snapshot or log fields).
     pub fn active_jobs(&self) -> Result<Vec<ActiveJob>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, project_name, subproject, recipe, status, created_at FROM jobs
-                 WHERE status IN ('queued', 'running')",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.sql().query(
+            "SELECT id, project_name, subproject, recipe, status, created_at FROM jobs
+             WHERE status IN ('queued', 'running')",
+            args![],
+            |r| {
                 let status: String = r.get(4)?;
                 Ok(ActiveJob {
                     id: r.get(0)?,
@@ -142,8 +129,7 @@ impl Ledger {
                     status: JobStatus::parse(&status).unwrap_or(JobStatus::Queued),
                     created_at: r.get(5)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 }
