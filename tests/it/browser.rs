@@ -199,7 +199,8 @@ async fn log_in(b: &Browser, base: &str, bearer: &str) {
         .click()
         .await
         .unwrap();
-    css(b, "h1").await;
+    // Only a logged-in page has the logout form.
+    css(b, "form.logout").await;
     assert_eq!(path_of(b).await, "/ui/");
 }
 
@@ -291,8 +292,12 @@ async fn the_pages_in_headless_chromium() {
 
     // Run again from the job page.
     let before = path_of(&b).await;
+    // Mark this page, so the wait below can only find the next one.
+    b.execute("document.body.dataset.old = '1'", vec![])
+        .await
+        .unwrap();
     css(&b, "#run-again").await.click().await.unwrap();
-    css(&b, "pre#log").await;
+    css(&b, "body:not([data-old]) pre#log").await;
     assert_ne!(path_of(&b).await, before, "a new job");
     let again = path_of(&b).await.trim_start_matches("/ui/jobs/").to_owned();
     job_ended(&s.farm, &s.api, &again).await;
