@@ -19,6 +19,7 @@ pub const DEFAULT_LAN_CIDRS: &str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127
 /// Every setting's TOML key; its environment variable is `CRAFTING_` + the key in capitals.
 const KEYS: &[&str] = &[
     "data_dir",
+    "ledger",
     "workspace_dir",
     "registry",
     "registry_branch",
@@ -165,6 +166,8 @@ pub struct PatcherConfig {
 pub struct Config {
     /// Ledger, admin bearer file, job logs.
     pub data_dir: PathBuf,
+    /// Where the ledger lives.
+    pub ledger: LedgerLocation,
     /// Bare mirrors and per-job worktrees.
     pub workspace_dir: PathBuf,
     /// Where manifests come from.
@@ -406,6 +409,11 @@ impl Config {
         let src = Sources { env, file };
 
         let data_dir = PathBuf::from(src.string("data_dir")?.unwrap_or_else(|| "./data".into()));
+        let ledger = src.parsed(
+            "ledger",
+            LedgerLocation::Sqlite(data_dir.join("ledger.sqlite3")),
+            LedgerLocation::parse,
+        )?;
         let workspace_dir = src
             .string("workspace_dir")?
             .map(PathBuf::from)
@@ -589,6 +597,7 @@ impl Config {
 
         Ok(Config {
             data_dir,
+            ledger,
             workspace_dir,
             registry,
             registry_branch,
@@ -619,9 +628,12 @@ impl Config {
         })
     }
 
-    /// Path of the SQLite ledger.
+    /// Path of the SQLite ledger (with `CRAFTING_LEDGER=sqlite:PATH`, that path).
     pub fn ledger_path(&self) -> PathBuf {
-        self.data_dir.join("ledger.sqlite3")
+        match &self.ledger {
+            LedgerLocation::Sqlite(p) => p.clone(),
+            LedgerLocation::Postgres(_) => self.data_dir.join("ledger.sqlite3"),
+        }
     }
 
     /// Path of the file the first admin bearer is written to.
@@ -637,5 +649,48 @@ impl Config {
     /// The deadline of one git fetch or clone.
     pub fn git_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.git_timeout_secs)
+    }
+}
+
+/// Where the ledger lives (`CRAFTING_LEDGER`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum LedgerLocation {
+    /// A SQLite file (the default: `$CRAFTING_DATA_DIR/ledger.sqlite3`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its connection URL.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for LedgerLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerLocation::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            // Never the password.
+            LedgerLocation::Postgres(url) => {
+                let shown = url
+                    .parse::<postgres::Config>()
+                    .map(|c| crate::ledger::display_postgres_url(&c))
+                    .unwrap_or_else(|_| "postgres://…".to_owned());
+                f.write_str(&shown)
+            }
+        }
+    }
+}
+
+impl LedgerLocation {
+    fn parse(s: &str) -> Result<LedgerLocation, String> {
+        if let Some(path) = s.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err("sqlite: needs a path (sqlite:/var/lib/farm/ledger.sqlite3)".into());
+            }
+            return Ok(LedgerLocation::Sqlite(PathBuf::from(path)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return s
+                .parse::<postgres::Config>()
+                .map(|_| LedgerLocation::Postgres(s.to_owned()))
+                .map_err(|e| format!("is not a PostgreSQL URL: {e}"));
+        }
+        Err("must be sqlite:PATH or a postgres:// URL".into())
     }
 }

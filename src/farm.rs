@@ -136,11 +136,19 @@ impl Farm {
                 .map_err(|e| startup(&format!("cannot create {what} {}", dir.display()), &e))?;
         }
         let clock = opts.clock.clone();
-        let db = Db::open(&cfg.ledger_path(), READERS).map_err(|e| startup("ledger", &e))?;
+        let location = cfg.ledger.clone();
+        let db = tokio::task::spawn_blocking(move || match location {
+            crate::config::LedgerLocation::Sqlite(path) => Db::open(&path, READERS),
+            crate::config::LedgerLocation::Postgres(url) => Db::open_postgres(&url, READERS),
+        })
+        .await
+        .map_err(|e| startup("ledger", &e))?
+        .map_err(|e| startup("ledger", &e))?;
+        let (bearer_path, now) = (cfg.admin_bearer_path(), clock.now_ms());
         let admin_minted = db
-            .write_blocking(|l| {
-                crate::api::ensure_admin_token(l, &cfg.admin_bearer_path(), clock.now_ms())
-            })
+            .write(move |l| Ok(crate::api::ensure_admin_token(l, &bearer_path, now)))
+            .await
+            .map_err(|e| startup("admin token", &e))?
             .map_err(|e| startup("admin token", &e))?;
         let registry = Registry::from_config(&cfg);
         let registry_base = match &cfg.registry {

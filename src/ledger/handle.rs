@@ -52,6 +52,21 @@ impl Db {
         Db::with_writer(writer, readers)
     }
 
+    /// Connects to (and migrates) the PostgreSQL ledger at `url`, with `readers`
+    /// more connections beside the writer. Blocking.
+    pub fn open_postgres(url: &str, readers: usize) -> Result<Db, LedgerError> {
+        let writer = Ledger::open_postgres(url)?;
+        let mut conns = Vec::new();
+        for _ in 0..readers.max(1) {
+            conns.push(Arc::new(Mutex::new(Ledger::open_postgres(url)?)));
+        }
+        Ok(Db {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(conns),
+            next: Arc::default(),
+        })
+    }
+
     /// Wraps an open ledger, adding `readers` read-only connections to its file.
     pub fn with_writer(writer: Ledger, readers: usize) -> Result<Db, LedgerError> {
         let path = writer.path().to_owned();

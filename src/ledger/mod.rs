@@ -15,6 +15,7 @@ mod jobs;
 pub mod migrations;
 mod objects;
 mod patches;
+mod pg;
 mod retention;
 mod schedules;
 pub mod sql;
@@ -27,6 +28,7 @@ pub use handle::*;
 pub use jobs::*;
 pub use objects::*;
 pub use patches::*;
+pub use pg::display_url as display_postgres_url;
 pub use retention::*;
 pub use schedules::*;
 pub use tokens::*;
@@ -76,6 +78,22 @@ pub enum LedgerError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// PostgreSQL said no.
+    #[error("ledger {path}: {source}")]
+    Postgres {
+        /// The ledger (its address, without a password).
+        path: PathBuf,
+        /// The server's or the driver's error.
+        source: postgres::Error,
+    },
+    /// The operation exists for the other engine only.
+    #[error("ledger {path}: {what}")]
+    Unsupported {
+        /// The ledger.
+        path: PathBuf,
+        /// What, and what to do instead.
+        what: String,
+    },
     /// A row did not hold what the ledger expects.
     #[error("ledger {path}: {source}")]
     Row {
@@ -90,13 +108,16 @@ impl LedgerError {
     /// Whether SQLite refused because its disk (or its page limit) is full: the
     /// farm waits for space instead of failing for good.
     pub fn is_full(&self) -> bool {
-        matches!(
-            self,
+        match self {
             LedgerError::Sqlite {
                 source: rusqlite::Error::SqliteFailure(e, _),
                 ..
-            } if e.code == rusqlite::ErrorCode::DiskFull
-        )
+            } => e.code == rusqlite::ErrorCode::DiskFull,
+            LedgerError::Postgres { source, .. } => {
+                source.code() == Some(&postgres::error::SqlState::DISK_FULL)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -126,9 +147,46 @@ fn check_version(conn: &Connection, path: &Path) -> Result<u32, LedgerError> {
     Ok(found)
 }
 
-/// An open ledger.
+fn configure(conn: &Connection, path: &Path) -> rusqlite::Result<()> {
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "SQLite refused WAL mode");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path, from: u32) -> rusqlite::Result<()> {
+    for (i, sql) in migrations::MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(from as usize)
+    {
+        let version = i as u32 + 1;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another process may have migrated while this one waited for the lock.
+        let now: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if now >= version {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(path = %path.display(), version, "ledger migrated");
+    }
+    Ok(())
+}
+
+/// The connection of a ledger.
+enum Backend {
+    Sqlite(Connection),
+    Pg(Box<std::cell::RefCell<sql::PgClient>>),
+}
+
+/// An open ledger: a SQLite file, or a PostgreSQL database (see `pg.rs`).
 pub struct Ledger {
-    conn: Connection,
+    conn: Backend,
     path: PathBuf,
 }
 
@@ -151,13 +209,13 @@ impl Ledger {
         let conn = Connection::open(path).map_err(sql)?;
         // Check the version before anything that writes (journal_mode=WAL does).
         let found = check_version(&conn, path)?;
-        let mut ledger = Ledger {
-            conn,
+        let mut conn = conn;
+        configure(&conn, path).map_err(sql)?;
+        migrate(&mut conn, path, found).map_err(sql)?;
+        Ok(Ledger {
+            conn: Backend::Sqlite(conn),
             path: path.to_owned(),
-        };
-        ledger.configure().map_err(sql)?;
-        ledger.migrate(found).map_err(sql)?;
-        Ok(ledger)
+        })
     }
 
     /// Opens an existing ledger for reading only (for `plan` beside a running farm).
@@ -173,51 +231,34 @@ impl Ledger {
         // ran for months small (1 MiB instead of SQLite's 2 MiB).
         conn.pragma_update(None, "cache_size", -1024).map_err(sql)?;
         Ok(Ledger {
-            conn,
+            conn: Backend::Sqlite(conn),
             path: path.to_owned(),
         })
     }
 
     /// Frees what this connection's page cache holds (`PRAGMA shrink_memory`).
     pub fn shrink_memory(&self) {
-        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory") {
+        if let Backend::Sqlite(c) = &self.conn
+            && let Err(e) = c.execute_batch("PRAGMA shrink_memory")
+        {
             tracing::debug!(error = %e, "shrink_memory");
         }
     }
 
-    fn configure(&self) -> rusqlite::Result<()> {
-        let mode: String = self
-            .conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(path = %self.path.display(), mode, "SQLite refused WAL mode");
+    /// The SQLite connection, or an error naming what PostgreSQL users do instead.
+    fn lite(&self, instead: &str) -> Result<&Connection, LedgerError> {
+        match &self.conn {
+            Backend::Sqlite(c) => Ok(c),
+            Backend::Pg(_) => Err(LedgerError::Unsupported {
+                path: self.path.clone(),
+                what: format!("this is a SQLite operation; with PostgreSQL {instead}"),
+            }),
         }
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        self.conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(())
     }
 
-    fn migrate(&mut self, from: u32) -> rusqlite::Result<()> {
-        for (i, sql) in migrations::MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(from as usize)
-        {
-            let version = i as u32 + 1;
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // Another process may have migrated while this one waited for the lock.
-            let now: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            if now >= version {
-                continue;
-            }
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", version)?;
-            tx.commit()?;
-            tracing::info!(path = %self.path.display(), version, "ledger migrated");
-        }
-        Ok(())
+    /// Whether this ledger is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.conn, Backend::Pg(_))
     }
 
     /// The ledger file.
@@ -227,7 +268,10 @@ impl Ledger {
 
     /// Statements on this ledger's connection.
     pub(crate) fn sql(&self) -> sql::Sql<'_> {
-        sql::Sql::new(&self.conn, &self.path)
+        match &self.conn {
+            Backend::Sqlite(c) => sql::Sql::new(c, &self.path),
+            Backend::Pg(pg) => sql::Sql::pg(&**pg, &self.path),
+        }
     }
 
     /// Runs `f` in one write transaction (taken at once, so it never has to be
@@ -236,14 +280,18 @@ impl Ledger {
         &mut self,
         f: impl FnOnce(&sql::Sql<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
-        let err = sql_error(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let out = f(&sql::Sql::new(&tx, &self.path))?;
-        tx.commit().map_err(err)?;
-        Ok(out)
+        match &mut self.conn {
+            Backend::Sqlite(c) => {
+                let err = sql_error(&self.path);
+                let tx = c
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(err)?;
+                let out = f(&sql::Sql::new(&tx, &self.path))?;
+                tx.commit().map_err(err)?;
+                Ok(out)
+            }
+            Backend::Pg(pg) => pg::transaction(pg.get_mut(), &self.path, f),
+        }
     }
 
     fn err(&self, source: rusqlite::Error) -> LedgerError {
@@ -255,14 +303,17 @@ impl Ledger {
 
     /// The schema version (`PRAGMA user_version`).
     pub fn schema_version(&self) -> Result<u32, LedgerError> {
-        self.conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| self.err(e))
+        match &self.conn {
+            Backend::Sqlite(c) => c
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(|e| self.err(e)),
+            Backend::Pg(_) => pg::schema_version(&self.sql()),
+        }
     }
 
     /// The journal mode in force (`wal` once opened read-write).
     pub fn journal_mode(&self) -> Result<String, LedgerError> {
-        self.conn
+        self.lite("the server keeps its own write-ahead log")?
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .map_err(|e| self.err(e))
     }
@@ -270,22 +321,25 @@ impl Ledger {
     /// Caps the ledger's size at `pages` pages (`PRAGMA max_page_count`), or lifts the
     /// cap with a large value: how tests (and operators) try a full disk.
     pub fn set_max_page_count(&self, pages: u64) -> Result<u64, LedgerError> {
-        self.conn
+        self.lite("limit the database's size on the server")?
             .pragma_update_and_check(None, "max_page_count", pages, |r| r.get::<_, u64>(0))
             .map_err(|e| self.err(e))
     }
 
     /// Pages the ledger uses now.
     pub fn page_count(&self) -> Result<u64, LedgerError> {
-        self.conn
+        self.lite("ask the server (pg_database_size)")?
             .pragma_query_value(None, "page_count", |r| r.get(0))
             .map_err(|e| self.err(e))
     }
 
     /// Runs `PRAGMA integrity_check`; `Ok(())` when SQLite answers `ok`.
     pub fn integrity_check(&self) -> Result<Result<(), String>, LedgerError> {
-        let answer: String = self
-            .conn
+        let Backend::Sqlite(c) = &self.conn else {
+            // The server checks its own pages; a query that runs is the answer.
+            return self.schema_version().map(|_| Ok(()));
+        };
+        let answer: String = c
             .pragma_query_value(None, "integrity_check", |r| r.get(0))
             .map_err(|e| self.err(e))?;
         Ok(if answer == "ok" { Ok(()) } else { Err(answer) })
@@ -323,7 +377,7 @@ impl Ledger {
             });
         }
         let target = dest.display().to_string();
-        self.conn
+        self.lite("use pg_dump")?
             .execute("VACUUM INTO ?1", params![target])
             .map(|_| ())
             .map_err(|e| self.err(e))
@@ -331,14 +385,16 @@ impl Ledger {
 
     /// The names of the tables in the ledger (for diagnostics and tests).
     pub fn table_names(&self) -> Result<Vec<String>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+        let list = match self.conn {
+            Backend::Sqlite(_) => {
+                "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name"
+            }
+            Backend::Pg(_) => {
+                "SELECT CAST(tablename AS TEXT) FROM pg_tables
+                 WHERE schemaname = current_schema() ORDER BY tablename"
+            }
+        };
+        self.sql().query(list, sql::args![], |r| r.get(0))
     }
 
     /// When `schedule` last fired, if ever (ms).

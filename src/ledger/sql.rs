@@ -4,7 +4,11 @@
 //! CONFLICT`, `RETURNING`), so a second engine is a second implementation of
 //! [`Sql`], not a second copy of every query.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
+
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use super::LedgerError;
 
@@ -254,22 +258,79 @@ fn sqlite_row(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Row> {
     Ok(Row(cols))
 }
 
+/// Where statements go.
+enum Engine<'c> {
+    Sqlite(&'c rusqlite::Connection),
+    Pg(&'c RefCell<dyn PgExec + 'c>),
+}
+
 /// Statements on one connection (or inside one of its transactions).
 pub struct Sql<'c> {
-    conn: &'c rusqlite::Connection,
+    engine: Engine<'c>,
     path: &'c Path,
 }
 
 impl<'c> Sql<'c> {
-    /// Statements on `conn`, whose errors name `path`.
+    /// Statements on a SQLite connection, whose errors name `path`.
     pub(crate) fn new(conn: &'c rusqlite::Connection, path: &'c Path) -> Sql<'c> {
-        Sql { conn, path }
+        Sql {
+            engine: Engine::Sqlite(conn),
+            path,
+        }
+    }
+
+    /// Statements on a PostgreSQL connection or transaction.
+    pub(crate) fn pg(conn: &'c RefCell<dyn PgExec + 'c>, path: &'c Path) -> Sql<'c> {
+        Sql {
+            engine: Engine::Pg(conn),
+            path,
+        }
     }
 
     fn err(&self, source: rusqlite::Error) -> LedgerError {
         LedgerError::Sqlite {
             path: self.path.to_owned(),
             source,
+        }
+    }
+
+    fn pg_err(&self, source: postgres::Error) -> LedgerError {
+        LedgerError::Postgres {
+            path: self.path.to_owned(),
+            source,
+        }
+    }
+
+    /// Every row of a PostgreSQL statement.
+    fn pg_rows(
+        &self,
+        conn: &RefCell<dyn PgExec + 'c>,
+        sql: &str,
+        args: &[&dyn Param],
+    ) -> Result<Vec<Row>, LedgerError> {
+        let values = Self::params(args);
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let rows = conn
+            .try_borrow_mut()
+            .map_err(|_| self.busy())?
+            .query(&pg_text(sql), &refs)
+            .map_err(|e| self.pg_err(e))?;
+        rows.iter()
+            .map(|r| pg_row(r).map_err(|e| self.pg_err(e)))
+            .collect()
+    }
+
+    fn busy(&self) -> LedgerError {
+        LedgerError::Row {
+            path: self.path.to_owned(),
+            source: RowError {
+                col: 0,
+                want: "a free connection",
+                found: "one in use by an unfinished statement",
+            },
         }
     }
 
@@ -287,19 +348,47 @@ impl<'c> Sql<'c> {
     /// The condition "`column` is one of the strings in the JSON array parameter
     /// `?n`" in this engine's SQL.
     pub fn in_json_list(&self, column: &str, n: usize) -> String {
-        format!("{column} IN (SELECT value FROM json_each(?{n}))")
+        match self.engine {
+            Engine::Sqlite(_) => format!("{column} IN (SELECT value FROM json_each(?{n}))"),
+            Engine::Pg(_) => format!(
+                "{column} IN (SELECT json_array_elements_text(CAST(CAST(?{n} AS TEXT) AS json)))"
+            ),
+        }
     }
 
     /// Runs a statement; returns how many rows it changed.
     pub fn execute(&self, sql: &str, args: &[&dyn Param]) -> Result<usize, LedgerError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let conn = match self.engine {
+            Engine::Sqlite(c) => c,
+            Engine::Pg(pg) => {
+                let values = Self::params(args);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+                    .iter()
+                    .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                let n = pg
+                    .try_borrow_mut()
+                    .map_err(|_| self.busy())?
+                    .execute(&pg_text(sql), &refs)
+                    .map_err(|e| self.pg_err(e))?;
+                return Ok(usize::try_from(n).unwrap_or(usize::MAX));
+            }
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         stmt.execute(rusqlite::params_from_iter(Self::params(args)))
             .map_err(|e| self.err(e))
     }
 
     /// Runs several statements with no parameters (a migration).
     pub fn batch(&self, sql: &str) -> Result<(), LedgerError> {
-        self.conn.execute_batch(sql).map_err(|e| self.err(e))
+        match self.engine {
+            Engine::Sqlite(c) => c.execute_batch(sql).map_err(|e| self.err(e)),
+            Engine::Pg(pg) => pg
+                .try_borrow_mut()
+                .map_err(|_| self.busy())?
+                .batch(sql)
+                .map_err(|e| self.pg_err(e)),
+        }
     }
 
     /// Every row, each read by `f`.
@@ -309,7 +398,17 @@ impl<'c> Sql<'c> {
         args: &[&dyn Param],
         mut f: impl FnMut(&Row) -> Result<T, RowError>,
     ) -> Result<Vec<T>, LedgerError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let conn = match self.engine {
+            Engine::Sqlite(c) => c,
+            Engine::Pg(pg) => {
+                return self
+                    .pg_rows(pg, sql, args)?
+                    .iter()
+                    .map(|r| f(r).map_err(|e| self.row_err(e)))
+                    .collect();
+            }
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let n = stmt.column_count();
         let mut rows = stmt
             .query(rusqlite::params_from_iter(Self::params(args)))
@@ -330,7 +429,16 @@ impl<'c> Sql<'c> {
         args: &[&dyn Param],
         mut f: impl FnMut(&Row) -> Result<(), RowError>,
     ) -> Result<(), LedgerError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let conn = match self.engine {
+            Engine::Sqlite(c) => c,
+            Engine::Pg(pg) => {
+                for r in &self.pg_rows(pg, sql, args)? {
+                    f(r).map_err(|e| self.row_err(e))?;
+                }
+                return Ok(());
+            }
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let n = stmt.column_count();
         let mut rows = stmt
             .query(rusqlite::params_from_iter(Self::params(args)))
@@ -349,7 +457,16 @@ impl<'c> Sql<'c> {
         args: &[&dyn Param],
         f: impl FnOnce(&Row) -> Result<T, RowError>,
     ) -> Result<Option<T>, LedgerError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let conn = match self.engine {
+            Engine::Sqlite(c) => c,
+            Engine::Pg(pg) => {
+                return match self.pg_rows(pg, sql, args)?.first() {
+                    Some(r) => f(r).map(Some).map_err(|e| self.row_err(e)),
+                    None => Ok(None),
+                };
+            }
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let n = stmt.column_count();
         let mut rows = stmt
             .query(rusqlite::params_from_iter(Self::params(args)))
@@ -373,5 +490,166 @@ impl<'c> Sql<'c> {
     ) -> Result<T, LedgerError> {
         self.query_opt(sql, args, f)?
             .ok_or_else(|| self.err(rusqlite::Error::QueryReturnedNoRows))
+    }
+}
+
+/// The SQL text for PostgreSQL: `?N` parameters become `$N` (outside quotes).
+pub fn pg_text(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    for c in sql.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => out.push('$'),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                _ => i.to_string().to_sql(ty, out),
+            },
+            Value::Real(r) => match *ty {
+                Type::FLOAT4 => (*r as f32).to_sql(ty, out),
+                Type::FLOAT8 => r.to_sql(ty, out),
+                _ => r.to_string().to_sql(ty, out),
+            },
+            Value::Text(t) => t.as_str().to_sql(ty, out),
+            Value::Blob(b) => b.as_slice().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// A PostgreSQL row as plain values.
+fn pg_row(r: &postgres::Row) -> Result<Row, postgres::Error> {
+    let mut cols = Vec::with_capacity(r.len());
+    for (i, c) in r.columns().iter().enumerate() {
+        let v = match *c.type_() {
+            Type::INT8 => r.try_get::<_, Option<i64>>(i)?.map(Value::Int),
+            Type::INT4 => r
+                .try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(v.into())),
+            Type::INT2 => r
+                .try_get::<_, Option<i16>>(i)?
+                .map(|v| Value::Int(v.into())),
+            Type::FLOAT8 => r.try_get::<_, Option<f64>>(i)?.map(Value::Real),
+            Type::FLOAT4 => r
+                .try_get::<_, Option<f32>>(i)?
+                .map(|v| Value::Real(v.into())),
+            Type::BOOL => r
+                .try_get::<_, Option<bool>>(i)?
+                .map(|b| Value::Int(b.into())),
+            Type::BYTEA => r.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob),
+            _ => r.try_get::<_, Option<String>>(i)?.map(Value::Text),
+        };
+        cols.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row(cols))
+}
+
+/// A PostgreSQL connection or transaction that statements run on, with the
+/// connection's prepared statements reused.
+pub(crate) trait PgExec {
+    /// Rows of a statement.
+    fn query(
+        &mut self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, postgres::Error>;
+    /// Rows changed by a statement.
+    fn execute(&mut self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error>;
+    /// Several statements without parameters.
+    fn batch(&mut self, sql: &str) -> Result<(), postgres::Error>;
+}
+
+/// A PostgreSQL connection and its prepared statements.
+pub(crate) struct PgClient {
+    /// The connection.
+    pub client: postgres::Client,
+    /// Statements prepared on it, by SQL text.
+    pub statements: HashMap<String, postgres::Statement>,
+}
+
+fn prepared(
+    statements: &mut HashMap<String, postgres::Statement>,
+    client: &mut impl postgres::GenericClient,
+    sql: &str,
+) -> Result<postgres::Statement, postgres::Error> {
+    if let Some(s) = statements.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = client.prepare(sql)?;
+    statements.insert(sql.to_owned(), s.clone());
+    Ok(s)
+}
+
+impl PgExec for PgClient {
+    fn query(
+        &mut self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+        let st = prepared(&mut self.statements, &mut self.client, sql)?;
+        self.client.query(&st, args)
+    }
+
+    fn execute(&mut self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
+        let st = prepared(&mut self.statements, &mut self.client, sql)?;
+        self.client.execute(&st, args)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.client.batch_execute(sql)
+    }
+}
+
+/// A transaction on a [`PgClient`], sharing its prepared statements.
+pub(crate) struct PgTx<'a> {
+    /// The transaction.
+    pub tx: postgres::Transaction<'a>,
+    /// The connection's prepared statements.
+    pub statements: &'a mut HashMap<String, postgres::Statement>,
+}
+
+impl PgExec for PgTx<'_> {
+    fn query(
+        &mut self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+        let st = prepared(self.statements, &mut self.tx, sql)?;
+        self.tx.query(&st, args)
+    }
+
+    fn execute(&mut self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
+        let st = prepared(self.statements, &mut self.tx, sql)?;
+        self.tx.execute(&st, args)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.tx.batch_execute(sql)
     }
 }

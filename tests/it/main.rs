@@ -16,6 +16,7 @@ mod manifest;
 mod mcp;
 mod parsers;
 mod patcher;
+mod postgres;
 mod reconcile;
 mod runner;
 mod sandbox;
