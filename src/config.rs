@@ -668,7 +668,7 @@ impl std::fmt::Debug for LedgerLocation {
             // Never the password.
             LedgerLocation::Postgres(url) => {
                 let shown = url
-                    .parse::<postgres::Config>()
+                    .parse::<tokio_postgres::Config>()
                     .map(|c| crate::ledger::display_postgres_url(&c))
                     .unwrap_or_else(|_| "postgres://…".to_owned());
                 f.write_str(&shown)
@@ -687,7 +687,7 @@ impl LedgerLocation {
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             return s
-                .parse::<postgres::Config>()
+                .parse::<tokio_postgres::Config>()
                 .map(|_| LedgerLocation::Postgres(s.to_owned()))
                 .map_err(|e| format!("is not a PostgreSQL URL: {e}"));
         }

@@ -218,6 +218,13 @@ fn backup(dest: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let crafting_table::config::LedgerLocation::Postgres(_) = &cfg.ledger {
+        eprintln!(
+            "crafting-table: the ledger is the PostgreSQL database {:?}: back it up with pg_dump (nothing was copied)",
+            cfg.ledger
+        );
+        return ExitCode::from(1);
+    }
     let source = cfg.ledger_path();
     if !source.exists() {
         eprintln!("crafting-table: no ledger at {}", source.display());

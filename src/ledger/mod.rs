@@ -79,12 +79,12 @@ pub enum LedgerError {
         source: rusqlite::Error,
     },
     /// PostgreSQL said no.
-    #[error("ledger {path}: {source}")]
+    #[error("ledger {path}: {}", pg_message(source))]
     Postgres {
         /// The ledger (its address, without a password).
         path: PathBuf,
         /// The server's or the driver's error.
-        source: postgres::Error,
+        source: tokio_postgres::Error,
     },
     /// The operation exists for the other engine only.
     #[error("ledger {path}: {what}")]
@@ -104,6 +104,20 @@ pub enum LedgerError {
     },
 }
 
+/// A PostgreSQL error with the server's own words (its `Display` says only "db
+/// error").
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{} ({}){}",
+            db.message(),
+            db.code().code(),
+            db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+        ),
+        None => e.to_string(),
+    }
+}
+
 impl LedgerError {
     /// Whether SQLite refused because its disk (or its page limit) is full: the
     /// farm waits for space instead of failing for good.
@@ -114,7 +128,7 @@ impl LedgerError {
                 ..
             } => e.code == rusqlite::ErrorCode::DiskFull,
             LedgerError::Postgres { source, .. } => {
-                source.code() == Some(&postgres::error::SqlState::DISK_FULL)
+                source.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL)
             }
             _ => false,
         }

@@ -203,7 +203,9 @@ impl Ledger {
                         } else {
                             let extra = if *kind == Kind::Schedule {
                                 // A changed schedule gets its next fire computed afresh.
-                                ", next_fire_at = CASE WHEN spec_json = excluded.spec_json THEN next_fire_at ELSE NULL END"
+                                // (Qualified: PostgreSQL finds a bare name ambiguous here.)
+                                ", next_fire_at = CASE WHEN schedules.spec_json = excluded.spec_json
+                                   THEN schedules.next_fire_at ELSE NULL END"
                             } else {
                                 ""
                             };

@@ -1,7 +1,7 @@
 //! Patch attempts in the ledger: one row per attempt of the patch loop, with the
 //! finding's own fields copied in so that an attempt outlives any finding row.
 
-use super::sql::{Row, RowError, args};
+use super::sql::{Param, Row, RowError, Value, args};
 use super::{Ledger, LedgerError};
 
 /// Where an attempt is in its life.
@@ -312,19 +312,24 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<PatchAttempt>, LedgerError> {
         let sql = self.sql();
-        let vis = visible_projects.map(|v| serde_json::to_string(v).unwrap_or_default());
-        sql.query(
-            &format!(
-                "SELECT {COLUMNS} FROM patch_attempts WHERE
-                   (?1 IS NULL OR {visible})
-                   AND (?2 IS NULL OR project_name = ?2)
-                   AND (?3 IS NULL OR status = ?3)
-                 ORDER BY id DESC LIMIT ?4",
-                visible = sql.in_json_list("project_name", 1)
-            ),
-            args![vis, project, status, limit as i64],
-            from_row,
-        )
+        let mut text = format!("SELECT {COLUMNS} FROM patch_attempts WHERE 1=1");
+        let mut args: Vec<Value> = Vec::new();
+        if let Some(v) = visible_projects {
+            args.push(serde_json::to_string(v).unwrap_or_default().value());
+            text += &format!(" AND {}", sql.in_json_list("project_name", args.len()));
+        }
+        if let Some(p) = project {
+            args.push(p.value());
+            text += &format!(" AND project_name = ?{}", args.len());
+        }
+        if let Some(st) = status {
+            args.push(st.value());
+            text += &format!(" AND status = ?{}", args.len());
+        }
+        args.push(limit.value());
+        text += &format!(" ORDER BY id DESC LIMIT ?{}", args.len());
+        let refs: Vec<&dyn Param> = args.iter().map(|v| v as &dyn Param).collect();
+        sql.query(&text, &refs, from_row)
     }
 
     /// Every attempt of one finding (project + fingerprint), oldest first.

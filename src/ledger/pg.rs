@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::sql::{PgClient, PgTx, Sql, args};
+use super::sql::{Driver, PgClient, PgTx, Sql, args};
 use super::{Backend, Ledger, LedgerError, migrations};
 
 /// The advisory lock every write transaction holds (so two processes' writes
@@ -31,13 +31,13 @@ pub fn ddl(sqlite: &str) -> String {
 }
 
 /// `postgres://user@host:port/db`, without a password, for messages.
-pub fn display_url(config: &postgres::Config) -> String {
+pub fn display_url(config: &tokio_postgres::Config) -> String {
     let host = config
         .get_hosts()
         .first()
         .map(|h| match h {
-            postgres::config::Host::Tcp(h) => h.clone(),
-            postgres::config::Host::Unix(p) => p.display().to_string(),
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
         })
         .unwrap_or_default();
     let port = config.get_ports().first().copied().unwrap_or(5432);
@@ -48,8 +48,12 @@ pub fn display_url(config: &postgres::Config) -> String {
     )
 }
 
-fn connect(url: &str, shown: &Path) -> Result<postgres::Client, LedgerError> {
-    let config: postgres::Config = url.parse().map_err(|source| LedgerError::Postgres {
+fn connect(
+    url: &str,
+    shown: &Path,
+    driver: &Driver,
+) -> Result<tokio_postgres::Client, LedgerError> {
+    let config: tokio_postgres::Config = url.parse().map_err(|source| LedgerError::Postgres {
         path: shown.to_owned(),
         source,
     })?;
@@ -57,8 +61,17 @@ fn connect(url: &str, shown: &Path) -> Result<postgres::Client, LedgerError> {
         path: shown.to_owned(),
         source,
     };
-    if config.get_ssl_mode() == postgres::config::SslMode::Disable {
-        return config.connect(postgres::NoTls).map_err(err);
+    let log = |e: tokio_postgres::Error| tracing::warn!(error = %e, "ledger connection closed");
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+        let (client, conn) = driver
+            .block_on(config.connect(tokio_postgres::NoTls))
+            .map_err(err)?;
+        driver.spawn(async move {
+            if let Err(e) = conn.await {
+                log(e);
+            }
+        });
+        return Ok(client);
     }
     // TLS by rustls with the public roots; `sslmode=prefer` (the default) falls
     // back to plain TCP when the server offers no TLS, `require` does not.
@@ -75,23 +88,35 @@ fn connect(url: &str, shown: &Path) -> Result<postgres::Client, LedgerError> {
     })?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config
-        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
-        .map_err(err)
+    let (client, conn) = driver
+        .block_on(config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
+        .map_err(err)?;
+    driver.spawn(async move {
+        if let Err(e) = conn.await {
+            log(e);
+        }
+    });
+    Ok(client)
 }
 
 impl Ledger {
     /// Connects to the PostgreSQL ledger at `url` (`postgres://…`) and migrates it.
-    /// Blocking: call it off the async threads.
+    /// Blocking: call it from a thread that may block (a blocking task of the
+    /// runtime that then drives the connection, or a program without one).
     pub fn open_postgres(url: &str) -> Result<Ledger, LedgerError> {
         let shown = url
-            .parse::<postgres::Config>()
+            .parse::<tokio_postgres::Config>()
             .map(|c| PathBuf::from(display_url(&c)))
             .unwrap_or_else(|_| PathBuf::from("postgres://(unparsable address)"));
-        let client = connect(url, &shown)?;
+        let driver = Driver::new().map_err(|source| LedgerError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let client = connect(url, &shown, &driver)?;
         let mut pg = PgClient {
             client,
             statements: HashMap::new(),
+            driver,
         };
         migrate(&mut pg, &shown)?;
         let ledger = Ledger {
@@ -152,12 +177,22 @@ pub(super) fn transaction<T>(
         path: shown.to_owned(),
         source,
     };
-    let PgClient { client, statements } = pg;
-    let mut tx = client.transaction().map_err(err)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+    let PgClient {
+        client,
+        statements,
+        driver,
+    } = pg;
+    let tx = driver.block_on(client.transaction()).map_err(err)?;
+    driver
+        .block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]))
         .map_err(err)?;
-    let cell = RefCell::new(PgTx { tx, statements });
+    let cell = RefCell::new(PgTx {
+        tx,
+        statements,
+        driver,
+    });
     let out = f(&Sql::pg(&cell, shown))?;
-    cell.into_inner().tx.commit().map_err(err)?;
+    let PgTx { tx, driver, .. } = cell.into_inner();
+    driver.block_on(tx.commit()).map_err(err)?;
     Ok(out)
 }

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
-use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use super::LedgerError;
 
@@ -294,7 +294,7 @@ impl<'c> Sql<'c> {
         }
     }
 
-    fn pg_err(&self, source: postgres::Error) -> LedgerError {
+    fn pg_err(&self, source: tokio_postgres::Error) -> LedgerError {
         LedgerError::Postgres {
             path: self.path.to_owned(),
             source,
@@ -309,9 +309,9 @@ impl<'c> Sql<'c> {
         args: &[&dyn Param],
     ) -> Result<Vec<Row>, LedgerError> {
         let values = Self::params(args);
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
             .iter()
-            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
         let rows = conn
             .try_borrow_mut()
@@ -362,9 +362,9 @@ impl<'c> Sql<'c> {
             Engine::Sqlite(c) => c,
             Engine::Pg(pg) => {
                 let values = Self::params(args);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
                     .iter()
-                    .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+                    .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
                     .collect();
                 let n = pg
                     .try_borrow_mut()
@@ -544,7 +544,7 @@ impl ToSql for Value {
 }
 
 /// A PostgreSQL row as plain values.
-fn pg_row(r: &postgres::Row) -> Result<Row, postgres::Error> {
+fn pg_row(r: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
     let mut cols = Vec::with_capacity(r.len());
     for (i, c) in r.columns().iter().enumerate() {
         let v = match *c.type_() {
@@ -578,30 +578,81 @@ pub(crate) trait PgExec {
         &mut self,
         sql: &str,
         args: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>, postgres::Error>;
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>;
     /// Rows changed by a statement.
-    fn execute(&mut self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error>;
+    fn execute(
+        &mut self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error>;
     /// Several statements without parameters.
-    fn batch(&mut self, sql: &str) -> Result<(), postgres::Error>;
+    fn batch(&mut self, sql: &str) -> Result<(), tokio_postgres::Error>;
+}
+
+/// What drives a PostgreSQL connection: the farm's runtime (the ledger is used
+/// from its blocking threads), or, in a program with none, one of its own.
+pub(crate) enum Driver {
+    /// The runtime the ledger was opened in.
+    Shared(tokio::runtime::Handle),
+    /// A runtime of the ledger's own.
+    Own(tokio::runtime::Runtime),
+}
+
+impl Driver {
+    /// The runtime of the calling thread, or a new one.
+    pub fn new() -> std::io::Result<Driver> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => Ok(Driver::Shared(h)),
+            Err(_) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("ledger-postgres")
+                .enable_all()
+                .build()
+                .map(Driver::Own),
+        }
+    }
+
+    /// Waits for `f` (from a thread that may block).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match self {
+            Driver::Shared(h) => h.block_on(f),
+            Driver::Own(rt) => rt.block_on(f),
+        }
+    }
+
+    /// Runs `f` in the background.
+    pub fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self {
+            Driver::Shared(h) => drop(h.spawn(f)),
+            Driver::Own(rt) => drop(rt.spawn(f)),
+        }
+    }
 }
 
 /// A PostgreSQL connection and its prepared statements.
 pub(crate) struct PgClient {
     /// The connection.
-    pub client: postgres::Client,
+    pub client: tokio_postgres::Client,
     /// Statements prepared on it, by SQL text.
-    pub statements: HashMap<String, postgres::Statement>,
+    pub statements: HashMap<String, tokio_postgres::Statement>,
+    /// What drives it.
+    pub driver: Driver,
 }
 
-fn prepared(
-    statements: &mut HashMap<String, postgres::Statement>,
-    client: &mut impl postgres::GenericClient,
+fn prepared<C: tokio_postgres::GenericClient + Sync>(
+    driver: &Driver,
+    statements: &mut HashMap<String, tokio_postgres::Statement>,
+    client: &C,
     sql: &str,
-) -> Result<postgres::Statement, postgres::Error> {
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
     if let Some(s) = statements.get(sql) {
         return Ok(s.clone());
     }
-    let s = client.prepare(sql)?;
+    let s = driver.block_on(client.prepare(sql))?;
     statements.insert(sql.to_owned(), s.clone());
     Ok(s)
 }
@@ -611,27 +662,33 @@ impl PgExec for PgClient {
         &mut self,
         sql: &str,
         args: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>, postgres::Error> {
-        let st = prepared(&mut self.statements, &mut self.client, sql)?;
-        self.client.query(&st, args)
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let st = prepared(&self.driver, &mut self.statements, &self.client, sql)?;
+        self.driver.block_on(self.client.query(&st, args))
     }
 
-    fn execute(&mut self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
-        let st = prepared(&mut self.statements, &mut self.client, sql)?;
-        self.client.execute(&st, args)
+    fn execute(
+        &mut self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let st = prepared(&self.driver, &mut self.statements, &self.client, sql)?;
+        self.driver.block_on(self.client.execute(&st, args))
     }
 
-    fn batch(&mut self, sql: &str) -> Result<(), postgres::Error> {
-        self.client.batch_execute(sql)
+    fn batch(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.driver.block_on(self.client.batch_execute(sql))
     }
 }
 
 /// A transaction on a [`PgClient`], sharing its prepared statements.
 pub(crate) struct PgTx<'a> {
     /// The transaction.
-    pub tx: postgres::Transaction<'a>,
+    pub tx: tokio_postgres::Transaction<'a>,
     /// The connection's prepared statements.
-    pub statements: &'a mut HashMap<String, postgres::Statement>,
+    pub statements: &'a mut HashMap<String, tokio_postgres::Statement>,
+    /// What drives the connection.
+    pub driver: &'a Driver,
 }
 
 impl PgExec for PgTx<'_> {
@@ -639,17 +696,21 @@ impl PgExec for PgTx<'_> {
         &mut self,
         sql: &str,
         args: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>, postgres::Error> {
-        let st = prepared(self.statements, &mut self.tx, sql)?;
-        self.tx.query(&st, args)
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let st = prepared(self.driver, self.statements, &self.tx, sql)?;
+        self.driver.block_on(self.tx.query(&st, args))
     }
 
-    fn execute(&mut self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
-        let st = prepared(self.statements, &mut self.tx, sql)?;
-        self.tx.execute(&st, args)
+    fn execute(
+        &mut self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let st = prepared(self.driver, self.statements, &self.tx, sql)?;
+        self.driver.block_on(self.tx.execute(&st, args))
     }
 
-    fn batch(&mut self, sql: &str) -> Result<(), postgres::Error> {
-        self.tx.batch_execute(sql)
+    fn batch(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.driver.block_on(self.tx.batch_execute(sql))
     }
 }

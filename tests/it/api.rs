@@ -63,7 +63,7 @@ impl App {
         )
         .unwrap();
         let data = tmp.path().join("data");
-        let env: std::collections::HashMap<&str, String> = [
+        let mut env: std::collections::HashMap<&str, String> = [
             ("CRAFTING_DATA_DIR", data.display().to_string()),
             ("CRAFTING_REGISTRY", reg.display().to_string()),
             ("CRAFTING_LAN_CIDRS", opts.lan.to_owned()),
@@ -78,6 +78,9 @@ impl App {
                 .map(|s| ("CRAFTING_WEBHOOK_SECRET", s.to_owned())),
         )
         .collect();
+        if let Some((k, v)) = crate::postgres::ledger_setting() {
+            env.insert(k, v);
+        }
         let lookup = move |k: &str| env.get(k).cloned();
         let cfg = Config::from_lookup(&lookup, None, 2).unwrap();
         let farm = Farm::start(

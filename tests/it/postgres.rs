@@ -20,6 +20,22 @@ pub fn server() -> Option<String> {
     url
 }
 
+/// `CRAFTING_LEDGER` for a farm under test: a fresh PostgreSQL database when the
+/// suite runs with `CRAFTING_TEST_LEDGER=postgres` (how `.ci/run` runs the API
+/// tests a second time), else nothing (the SQLite file in the data directory).
+pub fn ledger_setting() -> Option<(&'static str, String)> {
+    if std::env::var("CRAFTING_TEST_LEDGER").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let base = std::env::var("CRAFTING_TEST_POSTGRES")
+        .expect("CRAFTING_TEST_LEDGER=postgres needs CRAFTING_TEST_POSTGRES");
+    // Off the test's async threads: the blocking client runs its own runtime.
+    let url = std::thread::spawn(move || fresh_database(&base))
+        .join()
+        .expect("a fresh database");
+    Some(("CRAFTING_LEDGER", url))
+}
+
 /// A new, empty database on the server at `base`; returns its URL.
 pub fn fresh_database(base: &str) -> String {
     let name = format!("ct_{}", uuid::Uuid::new_v4().simple());
@@ -233,6 +249,19 @@ fn tour(l: &mut Ledger) {
     l.mark_digest_sent(id, 3_003).unwrap();
     assert!(l.due_digests(3_004, 10).unwrap().is_empty());
     assert_eq!(l.last_schedule_fire("never").unwrap(), None);
+
+    // Patch attempts list with and without filters.
+    assert!(l.list_patches(None, None, None, 10).unwrap().is_empty());
+    assert!(
+        l.list_patches(
+            Some(&["app".to_owned()]),
+            Some("app"),
+            Some("pr_opened"),
+            10
+        )
+        .unwrap()
+        .is_empty()
+    );
 
     // Retention keeps the latest run of each command.
     let plan = l.prune_plan(1_000_000_000, 1, 1).unwrap();

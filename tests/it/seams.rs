@@ -34,6 +34,9 @@ pub async fn start_with(data: &Path, env: &[(&str, String)], opts: FarmOptions) 
     map.insert("CRAFTING_DATA_DIR".into(), data.display().to_string());
     map.insert("CRAFTING_BIND".into(), "127.0.0.1:0".into());
     map.insert("CRAFTING_LAN_CIDRS".into(), "127.0.0.0/8".into());
+    if let Some((k, v)) = crate::postgres::ledger_setting() {
+        map.entry(k.to_owned()).or_insert(v);
+    }
     let lookup = move |k: &str| map.get(k).cloned();
     let cfg = Config::from_lookup(&lookup, None, 2).unwrap();
     Farm::start(cfg, opts).await.unwrap()
@@ -287,8 +290,10 @@ async fn an_idle_farm_stays_idle() {
         .unwrap();
     assert_eq!(first.error_count(), 1);
     let times = |farm: &Farm| {
-        farm.db
-            .read_blocking(|l| l.manifest_status_times().unwrap())
+        tokio::task::block_in_place(|| {
+            farm.db
+                .read_blocking(|l| l.manifest_status_times().unwrap())
+        })
     };
     let before = times(&farm);
     assert_eq!(before.len(), 3, "{before:?}");
