@@ -48,55 +48,70 @@ pub fn display_url(config: &tokio_postgres::Config) -> String {
     )
 }
 
-fn connect(
-    url: &str,
-    shown: &Path,
-    driver: &Driver,
-) -> Result<tokio_postgres::Client, LedgerError> {
-    let config: tokio_postgres::Config = url.parse().map_err(|source| LedgerError::Postgres {
-        path: shown.to_owned(),
-        source,
-    })?;
-    let err = |source| LedgerError::Postgres {
-        path: shown.to_owned(),
-        source,
-    };
-    let log = |e: tokio_postgres::Error| tracing::warn!(error = %e, "ledger connection closed");
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
-        let (client, conn) = driver
-            .block_on(config.connect(tokio_postgres::NoTls))
-            .map_err(err)?;
-        driver.spawn(async move {
-            if let Err(e) = conn.await {
-                log(e);
-            }
-        });
-        return Ok(client);
-    }
-    // TLS by rustls with the public roots; `sslmode=prefer` (the default) falls
-    // back to plain TCP when the server offers no TLS, `require` does not.
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| LedgerError::Unsupported {
-        path: shown.to_owned(),
-        what: format!("TLS: {e}"),
-    })?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let (client, conn) = driver
-        .block_on(config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
-        .map_err(err)?;
-    driver.spawn(async move {
-        if let Err(e) = conn.await {
-            log(e);
+/// How to reach the server: its address and TLS, kept to reconnect.
+pub(crate) struct Dialer {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Dialer {
+    fn new(url: &str, shown: &Path) -> Result<Dialer, LedgerError> {
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|source| LedgerError::Postgres {
+                path: shown.to_owned(),
+                source,
+            })?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            return Ok(Dialer { config, tls: None });
         }
-    });
-    Ok(client)
+        // TLS by rustls with the public roots; `sslmode=prefer` (the default) falls
+        // back to plain TCP when the server offers no TLS, `require` does not.
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LedgerError::Unsupported {
+            path: shown.to_owned(),
+            what: format!("TLS: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Dialer {
+            config,
+            tls: Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls)),
+        })
+    }
+
+    /// A new connection, driven in the background by `driver`.
+    pub(crate) fn dial(
+        &self,
+        driver: &Driver,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let log = |e: tokio_postgres::Error| tracing::warn!(error = %e, "ledger connection closed");
+        match &self.tls {
+            None => {
+                let (client, conn) = driver.block_on(self.config.connect(tokio_postgres::NoTls))?;
+                driver.spawn(async move {
+                    if let Err(e) = conn.await {
+                        log(e);
+                    }
+                });
+                Ok(client)
+            }
+            Some(tls) => {
+                let (client, conn) = driver.block_on(self.config.connect(tls.clone()))?;
+                driver.spawn(async move {
+                    if let Err(e) = conn.await {
+                        log(e);
+                    }
+                });
+                Ok(client)
+            }
+        }
+    }
 }
 
 impl Ledger {
@@ -112,11 +127,18 @@ impl Ledger {
             path: shown.clone(),
             source,
         })?;
-        let client = connect(url, &shown, &driver)?;
+        let dialer = Dialer::new(url, &shown)?;
+        let client = dialer
+            .dial(&driver)
+            .map_err(|source| LedgerError::Postgres {
+                path: shown.clone(),
+                source,
+            })?;
         let mut pg = PgClient {
             client,
             statements: HashMap::new(),
             driver,
+            dialer,
         };
         migrate(&mut pg, &shown)?;
         let ledger = Ledger {
@@ -177,10 +199,12 @@ pub(super) fn transaction<T>(
         path: shown.to_owned(),
         source,
     };
+    pg.reopen_if_closed().map_err(err)?;
     let PgClient {
         client,
         statements,
         driver,
+        ..
     } = pg;
     let tx = driver.block_on(client.transaction()).map_err(err)?;
     driver

@@ -641,6 +641,23 @@ pub(crate) struct PgClient {
     pub statements: HashMap<String, tokio_postgres::Statement>,
     /// What drives it.
     pub driver: Driver,
+    /// How to connect again.
+    pub dialer: super::pg::Dialer,
+}
+
+impl PgClient {
+    /// A connection the server or the network closed is opened again before the
+    /// next statement (a farm outlives server restarts); the statement that met
+    /// the closed connection has failed and said so.
+    pub fn reopen_if_closed(&mut self) -> Result<(), tokio_postgres::Error> {
+        if !self.client.is_closed() {
+            return Ok(());
+        }
+        self.client = self.dialer.dial(&self.driver)?;
+        self.statements.clear();
+        tracing::warn!("ledger connection to PostgreSQL opened again");
+        Ok(())
+    }
 }
 
 fn prepared<C: tokio_postgres::GenericClient + Sync>(
@@ -663,6 +680,7 @@ impl PgExec for PgClient {
         sql: &str,
         args: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        self.reopen_if_closed()?;
         let st = prepared(&self.driver, &mut self.statements, &self.client, sql)?;
         self.driver.block_on(self.client.query(&st, args))
     }
@@ -672,11 +690,13 @@ impl PgExec for PgClient {
         sql: &str,
         args: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
+        self.reopen_if_closed()?;
         let st = prepared(&self.driver, &mut self.statements, &self.client, sql)?;
         self.driver.block_on(self.client.execute(&st, args))
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.reopen_if_closed()?;
         self.driver.block_on(self.client.batch_execute(sql))
     }
 }

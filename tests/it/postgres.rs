@@ -289,6 +289,23 @@ fn the_ledger_tour_on_postgres() {
     let mut l = Ledger::open_postgres(&url).unwrap();
     assert!(l.is_postgres());
     tour(&mut l);
+    // The server drops the connection (a restart, a network cut): the statement
+    // that meets it fails and says so, and the next one reconnects.
+    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let killed: i64 = admin
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+            &[&db],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    let first = l.token_count();
+    if let Err(e) = &first {
+        assert!(e.to_string().contains("ledger postgres://"), "{e}");
+    }
+    assert_eq!(l.token_count().unwrap(), 2, "reconnected");
     // A second connection finds the schema migrated and the data there.
     let again = Ledger::open_postgres(&url).unwrap();
     assert_eq!(again.token_count().unwrap(), 2);
