@@ -19,8 +19,8 @@ pub const DEFAULT_LAN_CIDRS: &str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127
 /// Every setting's TOML key; its environment variable is `CRAFTING_` + the key in capitals.
 const KEYS: &[&str] = &[
     "data_dir",
-    "ledger",
     "workspace_dir",
+    "ledger",
     "registry",
     "registry_branch",
     "registry_token",

@@ -29,11 +29,21 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::git::{Git, GitError};
 pub use crate::manifest::WorkspaceMode;
 
+/// An idle warm worktree.
+#[derive(Debug)]
+struct Idle {
+    wt: PathBuf,
+    since: Instant,
+    /// The commit it holds, when it was reset and cleaned after its job (nothing
+    /// but that commit's files): the next job at that commit needs no git at all.
+    clean_at: Option<String>,
+}
+
 /// Warm worktrees: idle ones per project (with the instant they became idle) and
 /// the ones a job holds. A path is in at most one of the two.
 #[derive(Debug, Default)]
 struct Pool {
-    idle: HashMap<String, Vec<(PathBuf, Instant)>>,
+    idle: HashMap<String, Vec<Idle>>,
     busy: HashSet<PathBuf>,
     reused: u64,
     discarded: u64,
@@ -83,6 +93,8 @@ pub struct Workspace {
     fetches: Arc<std::sync::atomic::AtomicU64>,
     /// Warm worktrees.
     pool: Arc<Mutex<Pool>>,
+    /// Woken whenever a warm worktree is tidied and handed to the pool.
+    tidied: Arc<tokio::sync::Notify>,
 }
 
 /// A checked-out job.
@@ -111,6 +123,21 @@ impl Workspace {
             fetched: Arc::default(),
             fetches: Arc::default(),
             pool: Arc::default(),
+            tidied: Arc::default(),
+        }
+    }
+
+    /// Waits until no warm worktree is held by a job or being tidied (how tests
+    /// and benches see the pool at rest after a job's end).
+    pub async fn settled(&self) {
+        loop {
+            let woken = self.tidied.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.pool().busy.is_empty() {
+                return;
+            }
+            woken.await;
         }
     }
 
@@ -144,15 +171,57 @@ impl Workspace {
             let mut p = self.pool();
             p.busy.remove(&checkout.worktree);
             if reusable && checkout.worktree.is_dir() {
-                p.idle
-                    .entry(project.to_owned())
-                    .or_default()
-                    .push((checkout.worktree.clone(), Instant::now()));
+                p.idle.entry(project.to_owned()).or_default().push(Idle {
+                    wt: checkout.worktree.clone(),
+                    since: Instant::now(),
+                    clean_at: None,
+                });
                 return;
             }
             p.discarded += 1;
         }
         self.remove_worktree(project, &checkout.worktree);
+    }
+
+    /// As [`Workspace::release`], except that a reusable warm worktree stays the
+    /// job's until [`Workspace::tidy`] (which the caller runs once the job's end
+    /// is recorded, off the job's own time). Returns whether to tidy.
+    pub fn release_later(&self, project: &str, checkout: &Checkout, reusable: bool) -> bool {
+        if checkout.warm && reusable && checkout.worktree.is_dir() {
+            return true;
+        }
+        self.release(project, checkout, reusable);
+        false
+    }
+
+    /// Resets a released warm worktree to its commit (`git reset --hard`, `git
+    /// clean -ffdx`) and makes it idle, remembering that it is clean; one that
+    /// cannot be reset is removed.
+    pub fn tidy(&self, project: &str, wt: &Path) {
+        let git = Git::new();
+        let reset = git.run(Some(wt), ["reset", "--hard", "--quiet"]).is_ok()
+            && git.run(Some(wt), ["clean", "-ffdxq"]).is_ok();
+        let head = crate::runner::sandbox::admin_dir(wt)
+            .and_then(|admin| std::fs::read_to_string(admin.join("HEAD")).ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| h.len() == 40 && h.chars().all(|c| c.is_ascii_hexdigit()));
+        let mut p = self.pool();
+        p.busy.remove(wt);
+        if reset {
+            p.idle.entry(project.to_owned()).or_default().push(Idle {
+                wt: wt.to_owned(),
+                since: Instant::now(),
+                clean_at: head,
+            });
+            drop(p);
+            self.tidied.notify_waiters();
+            return;
+        }
+        p.discarded += 1;
+        drop(p);
+        tracing::warn!(worktree = %wt.display(), "warm worktree could not be reset after its job; removed");
+        self.remove_worktree(project, wt);
+        self.tidied.notify_waiters();
     }
 
     /// Takes an idle warm worktree of `project` and moves it to `sha`: a forced
@@ -162,19 +231,34 @@ impl Workspace {
     /// ([`Warm::Missing`]). Returns the commit checked out.
     fn reuse_warm(&self, git: &Git, project: &str, sha: &str) -> Warm {
         loop {
-            let wt = {
+            let (wt, clean_at) = {
                 let mut p = self.pool();
-                let Some((wt, _)) = p.idle.get_mut(project).and_then(|v| v.pop()) else {
+                let list = p.idle.get_mut(project);
+                // A tree already clean at this commit first, then any clean one.
+                let pick = list.and_then(|v| {
+                    let at = v
+                        .iter()
+                        .rposition(|i| i.clean_at.as_deref() == Some(sha))
+                        .or_else(|| v.iter().rposition(|i| i.clean_at.is_some()))
+                        .unwrap_or(v.len().saturating_sub(1));
+                    (at < v.len()).then(|| v.remove(at))
+                });
+                let Some(idle) = pick else {
                     return Warm::NoIdle;
                 };
-                p.busy.insert(wt.clone());
-                wt
+                p.busy.insert(idle.wt.clone());
+                (idle.wt, idle.clean_at)
             };
             let admin = self
                 .mirror(project)
                 .join("worktrees")
                 .join(wt.file_name().unwrap_or_default());
             let linked = crate::runner::sandbox::admin_dir(&wt).is_some_and(|d| d == admin);
+            // Reset and cleaned at this very commit after its last job: as it is.
+            if linked && clean_at.as_deref() == Some(sha) {
+                self.pool().reused += 1;
+                return Warm::Reused(wt, sha.to_owned());
+            }
             let checked_out = linked
                 && git
                     .run(
@@ -187,10 +271,11 @@ impl Workspace {
                 // commit before it changes anything).
                 let mut p = self.pool();
                 p.busy.remove(&wt);
-                p.idle
-                    .entry(project.to_owned())
-                    .or_default()
-                    .push((wt, Instant::now()));
+                p.idle.entry(project.to_owned()).or_default().push(Idle {
+                    wt,
+                    since: Instant::now(),
+                    clean_at,
+                });
                 return Warm::Missing;
             }
             // The commit HEAD now names (a tag's sha peels to its commit).
@@ -198,7 +283,10 @@ impl Workspace {
                 .ok()
                 .map(|h| h.trim().to_owned())
                 .filter(|h| h.len() == 40 && h.chars().all(|c| c.is_ascii_hexdigit()));
-            let reset = checked_out && git.run(Some(&wt), ["clean", "-ffdxq"]).is_ok();
+            // A tree cleaned after its job holds nothing but tracked files, so the
+            // checkout alone gives exactly the new commit.
+            let reset = checked_out
+                && (clean_at.is_some() || git.run(Some(&wt), ["clean", "-ffdxq"]).is_ok());
             if reset && let Some(head) = head {
                 self.pool().reused += 1;
                 return Warm::Reused(wt, head);
@@ -491,10 +579,10 @@ impl Workspace {
         {
             let mut p = self.pool();
             for (project, list) in &mut p.idle {
-                list.retain(|(wt, since)| {
-                    let old = since.elapsed() >= max_idle;
+                list.retain(|i| {
+                    let old = i.since.elapsed() >= max_idle;
                     if old {
-                        stale.push((project.clone(), wt.clone()));
+                        stale.push((project.clone(), i.wt.clone()));
                     }
                     !old
                 });
@@ -522,7 +610,7 @@ impl Workspace {
                 p.busy.contains(wt)
                     || p.idle
                         .get(&name)
-                        .is_some_and(|v| v.iter().any(|(w, _)| w == wt))
+                        .is_some_and(|v| v.iter().any(|i| i.wt == wt))
             };
             for e in entries.flatten() {
                 if !known(&e.path()) && !stale.iter().any(|(_, w)| *w == e.path()) {

@@ -903,13 +903,24 @@ impl Runner {
             }
         }
         laps.lap(4);
-        self.release(&job.project, &checkout, reusable).await;
+        let ws = self.inner.workspace.clone();
+        let (p, c) = (job.project.clone(), checkout.clone());
+        let tidy = tokio::task::spawn_blocking(move || ws.release_later(&p, &c, reusable))
+            .await
+            .unwrap_or(false);
         laps.lap(5);
         let ended = self.record_end(&job.id, status, code, error).await;
         laps.lap(6);
         self.record_phases(laps.t);
         if let Some(j) = ended {
             self.publish_finished(j).await;
+        }
+        // A reusable warm tree is reset for the next job after this one's end is
+        // out, so the job's own time does not include it.
+        if tidy {
+            let ws = self.inner.workspace.clone();
+            let (p, w) = (job.project.clone(), checkout.worktree.clone());
+            let _ = tokio::task::spawn_blocking(move || ws.tidy(&p, &w)).await;
         }
     }
 

@@ -103,6 +103,7 @@ async fn a_warm_worktree_shows_exactly_the_commit() {
     );
     let head = git(&src, &["rev-parse", "HEAD"]);
     assert!(warm.starts_with(head.trim()), "{warm}");
+    f.runner.workspace().settled().await;
     let stats = f.runner.workspace().pool_stats();
     assert_eq!((stats.idle, stats.busy), (1, 0), "{stats:?}");
     assert_eq!(stats.reused, 3, "{stats:?}");
@@ -165,6 +166,7 @@ async fn abnormal_ends_discard_the_worktree() {
         seen.push(next.clone());
         last = next;
     }
+    ws.settled().await;
     let stats = ws.pool_stats();
     assert_eq!(stats.discarded, 3, "{stats:?}");
 
@@ -228,6 +230,7 @@ async fn concurrent_jobs_never_share_a_worktree() {
         // Jobs of one round overlap in time: four trees, all different.
         assert_eq!(trees.len(), 4, "round {round}: {trees:?}");
     }
+    f.runner.workspace().settled().await;
     let stats = f.runner.workspace().pool_stats();
     assert_eq!(stats.idle, 4, "{stats:?}");
     assert!(stats.reused >= 8, "{stats:?}");
