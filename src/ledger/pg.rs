@@ -139,6 +139,7 @@ impl Ledger {
             statements: HashMap::new(),
             driver,
             dialer,
+            broken: false,
         };
         migrate(&mut pg, &shown)?;
         let ledger = Ledger {
@@ -206,7 +207,18 @@ pub(super) fn transaction<T>(
         driver,
         ..
     } = pg;
-    let tx = driver.block_on(client.transaction()).map_err(err)?;
+    let tx = match driver.block_on(client.transaction()) {
+        Ok(tx) => tx,
+        Err(e) => {
+            // (Marked after the borrow of the client ends.)
+            let lost = super::sql::connection_lost(&e);
+            let e = err(e);
+            if lost {
+                pg.broken = true;
+            }
+            return Err(e);
+        }
+    };
     driver
         .block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]))
         .map_err(err)?;
@@ -215,8 +227,16 @@ pub(super) fn transaction<T>(
         statements,
         driver,
     });
-    let out = f(&Sql::pg(&cell, shown))?;
+    let out = f(&Sql::pg(&cell, shown));
     let PgTx { tx, driver, .. } = cell.into_inner();
-    driver.block_on(tx.commit()).map_err(err)?;
-    Ok(out)
+    let committed = match out {
+        Ok(v) => driver.block_on(tx.commit()).map(|()| v).map_err(err),
+        Err(e) => Err(e),
+    };
+    if let Err(LedgerError::Postgres { source, .. }) = &committed
+        && super::sql::connection_lost(source)
+    {
+        pg.broken = true;
+    }
+    committed
 }

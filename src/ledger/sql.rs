@@ -643,6 +643,18 @@ pub(crate) struct PgClient {
     pub driver: Driver,
     /// How to connect again.
     pub dialer: super::pg::Dialer,
+    /// Whether a statement found the connection gone (the client may learn it
+    /// only later).
+    pub broken: bool,
+}
+
+/// Whether `e` says the connection is gone: closed, or ended by the server
+/// (administrator command, shutdown, crash: class 57P) or a connection exception
+/// (class 08).
+pub(crate) fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.code()
+            .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
 }
 
 impl PgClient {
@@ -650,13 +662,24 @@ impl PgClient {
     /// next statement (a farm outlives server restarts); the statement that met
     /// the closed connection has failed and said so.
     pub fn reopen_if_closed(&mut self) -> Result<(), tokio_postgres::Error> {
-        if !self.client.is_closed() {
+        if !self.broken && !self.client.is_closed() {
             return Ok(());
         }
         self.client = self.dialer.dial(&self.driver)?;
+        self.broken = false;
         self.statements.clear();
         tracing::warn!("ledger connection to PostgreSQL opened again");
         Ok(())
+    }
+
+    /// Passes `r` on, remembering when it says the connection is gone.
+    fn note<T>(&mut self, r: Result<T, tokio_postgres::Error>) -> Result<T, tokio_postgres::Error> {
+        if let Err(e) = &r
+            && connection_lost(e)
+        {
+            self.broken = true;
+        }
+        r
     }
 }
 
@@ -681,8 +704,9 @@ impl PgExec for PgClient {
         args: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
         self.reopen_if_closed()?;
-        let st = prepared(&self.driver, &mut self.statements, &self.client, sql)?;
-        self.driver.block_on(self.client.query(&st, args))
+        let r = prepared(&self.driver, &mut self.statements, &self.client, sql)
+            .and_then(|st| self.driver.block_on(self.client.query(&st, args)));
+        self.note(r)
     }
 
     fn execute(
@@ -691,13 +715,15 @@ impl PgExec for PgClient {
         args: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
         self.reopen_if_closed()?;
-        let st = prepared(&self.driver, &mut self.statements, &self.client, sql)?;
-        self.driver.block_on(self.client.execute(&st, args))
+        let r = prepared(&self.driver, &mut self.statements, &self.client, sql)
+            .and_then(|st| self.driver.block_on(self.client.execute(&st, args)));
+        self.note(r)
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
         self.reopen_if_closed()?;
-        self.driver.block_on(self.client.batch_execute(sql))
+        let r = self.driver.block_on(self.client.batch_execute(sql));
+        self.note(r)
     }
 }
 

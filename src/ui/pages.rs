@@ -444,7 +444,8 @@ pub fn registry(
                 div.scroll { table.list #manifests {
                     thead { tr {
                         th scope="col" { "File" } th scope="col" { "Object" } th scope="col" { "Status" }
-                        th scope="col" { "Applied revision" } th scope="col" { "Status since" }
+                        th scope="col" { "Last attempt" } th scope="col" { "Last success" }
+                        th scope="col" { "Status since" }
                     } }
                     tbody { @for m in manifests {
                         @let key = (m.file.clone(), m.kind.clone(), m.name.clone());
@@ -458,7 +459,20 @@ pub fn registry(
                                 Some(e) => span.error { "error: " (e) },
                                 None => span.ok { "applied" },
                             } }
-                            td { code { (m.revision_applied.as_deref().map_or("—", short)) } }
+                            // Every reconcile reads every manifest: its last attempt is the
+                            // registry's; a manifest without error succeeded with it, one in
+                            // error last succeeded at the revision still applied.
+                            td { @match status.and_then(|s| s.last_attempt_at) { Some(t) => (age(now, t)), None => "—" } }
+                            td {
+                                @if m.last_error.is_none() {
+                                    @match status.and_then(|s| s.last_success_at) { Some(t) => (age(now, t)), None => "—" }
+                                    " · "
+                                }
+                                @match &m.revision_applied {
+                                    Some(r) => { "at " code { (short(r)) } },
+                                    None => "never",
+                                }
+                            }
                             td { @match times.get(&key) { Some(t) => (age(now, *t)), None => "—" } }
                         }
                     } }

@@ -295,7 +295,8 @@ fn the_ledger_tour_on_postgres() {
     let db = url.rsplit('/').next().unwrap().to_owned();
     let killed: i64 = admin
         .query_one(
-            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+            // (With a timeout it returns once the backend has exited.)
+            "SELECT COUNT(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity WHERE datname = $1",
             &[&db],
         )
         .unwrap()
