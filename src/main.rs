@@ -333,29 +333,33 @@ fn plan(dir: Option<PathBuf>) -> ExitCode {
         }
     };
     let loaded = reconciler::load_fetched(&fetched);
-    let ledger_path = cfg.ledger_path();
-    let snapshot = if ledger_path.exists() {
-        match Ledger::open_read_only(&ledger_path).and_then(|l| l.snapshot()) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("crafting-table: {e}");
-                return ExitCode::from(1);
-            }
+    // The ledger as it is, read only: the SQLite file (absent before the first
+    // `serve`), or the PostgreSQL database (migrated if it was empty).
+    let (shown, opened) = match &cfg.ledger {
+        crafting_table::config::LedgerLocation::Sqlite(path) => (
+            path.display().to_string(),
+            path.exists().then(|| Ledger::open_read_only(path)),
+        ),
+        crafting_table::config::LedgerLocation::Postgres(url) => (
+            format!("{:?}", cfg.ledger),
+            Some(Ledger::open_postgres(url)),
+        ),
+    };
+    let exists = opened.is_some();
+    let snapshot = match opened.map(|l| l.and_then(|l| l.snapshot())) {
+        None => Default::default(),
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            eprintln!("crafting-table: {e}");
+            return ExitCode::from(1);
         }
-    } else {
-        Default::default()
     };
     let the_plan = reconciler::plan(&loaded, &snapshot);
     println!(
-        "registry {} at revision {} against ledger {}{}",
+        "registry {} at revision {} against ledger {shown}{}",
         registry.describe(),
         fetched.revision,
-        ledger_path.display(),
-        if ledger_path.exists() {
-            ""
-        } else {
-            " (not created yet)"
-        }
+        if exists { "" } else { " (not created yet)" }
     );
     print!("{}", the_plan.render());
     if !loaded.is_clean() {

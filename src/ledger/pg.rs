@@ -159,10 +159,10 @@ impl Ledger {
 }
 
 fn migrate(pg: &mut PgClient, shown: &Path) -> Result<(), LedgerError> {
+    transaction(pg, shown, |sql| sql.batch(VERSION_TABLE))?;
     for (i, sqlite) in migrations::MIGRATIONS.iter().enumerate() {
         let version = i as i64 + 1;
         transaction(pg, shown, |sql| {
-            sql.batch(VERSION_TABLE)?;
             let now = schema_version(sql)?;
             if i64::from(now) >= version {
                 return Ok(());

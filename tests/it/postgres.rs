@@ -318,3 +318,39 @@ fn the_ledger_tour_on_postgres() {
     // The address is shown without its password.
     assert!(!format!("{:?}", again).contains("secret"));
 }
+
+#[test]
+fn plan_reads_a_postgres_ledger() {
+    let Some(base) = server() else {
+        return;
+    };
+    let url = fresh_database(&base);
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir_all(&reg).unwrap();
+    std::fs::write(
+        reg.join("r.yaml"),
+        "apiVersion: crafting-table/v1\nkind: Recipe\nmetadata:\n  name: quick\nspec:\n  test: 'true'\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crafting-table"))
+        .arg("plan")
+        .current_dir(tmp.path())
+        .env("CRAFTING_REGISTRY", &reg)
+        .env("CRAFTING_LEDGER", &url)
+        .env("CRAFTING_DATA_DIR", tmp.path().join("data"))
+        .env_remove("CRAFTING_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "something to create: {out:?}");
+    assert!(
+        text.contains("against ledger postgres://postgres@") && !text.contains("not created"),
+        "{text}"
+    );
+    assert!(text.contains("quick"), "the recipe is planned: {text}");
+    assert!(
+        !tmp.path().join("data/ledger.sqlite3").exists(),
+        "no SQLite file was made"
+    );
+}
