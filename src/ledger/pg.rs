@@ -159,7 +159,18 @@ impl Ledger {
 }
 
 fn migrate(pg: &mut PgClient, shown: &Path) -> Result<(), LedgerError> {
-    transaction(pg, shown, |sql| sql.batch(VERSION_TABLE))?;
+    // (Asked first: the server answers an existing table with a notice.)
+    transaction(pg, shown, |sql| {
+        let exists = sql.query_one(
+            "SELECT CAST(to_regclass('ledger_schema') AS TEXT)",
+            args![],
+            |r| r.get::<Option<String>>(0),
+        )?;
+        if exists.is_none() {
+            sql.batch(VERSION_TABLE)?;
+        }
+        Ok(())
+    })?;
     for (i, sqlite) in migrations::MIGRATIONS.iter().enumerate() {
         let version = i as i64 + 1;
         transaction(pg, shown, |sql| {
