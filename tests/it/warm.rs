@@ -17,8 +17,10 @@ const FINGERPRINT: &str = r#"cd "$(git rev-parse --show-toplevel)" && git rev-pa
 
 /// Everything a job could leave in its worktree: untracked and ignored files, a
 /// modified and a deleted tracked file, a changed mode, a replaced symlink, a
-/// staged file and a commit on the detached HEAD.
-const DIRTY: &str = "echo junk > untracked.txt && mkdir -p build/deep && echo o > build/deep/out.o && echo more >> README.md && rm keep.txt && chmod -x run.sh && rm link && ln -s /etc/hostname link && mkdir newdir && echo n > newdir/f && echo staged > staged.txt && git add staged.txt && git -c user.name=j -c user.email=j@x commit -qm job-commit";
+/// staged file and a commit on the detached HEAD. (Without git's automatic
+/// maintenance: git 2.47 detaches it into the background, where it would count as
+/// a process the job left behind — and rightly get the tree discarded.)
+const DIRTY: &str = "echo junk > untracked.txt && mkdir -p build/deep && echo o > build/deep/out.o && echo more >> README.md && rm keep.txt && chmod -x run.sh && rm link && ln -s /etc/hostname link && mkdir newdir && echo n > newdir/f && echo staged > staged.txt && git add staged.txt && git -c user.name=j -c user.email=j@x -c maintenance.auto=false commit -qm job-commit";
 
 fn projects() -> Vec<String> {
     let cmds = format!(
@@ -71,7 +73,12 @@ async fn a_warm_worktree_shows_exactly_the_commit() {
     let (first, _) = run(&f, "app", "dirty").await;
     assert!(first.contains("/app/.warm/"), "{first}");
     let (again, warm) = run(&f, "app", "print").await;
-    assert_eq!(again, first, "the next job reuses the warm worktree");
+    assert_eq!(
+        again,
+        first,
+        "the next job reuses the warm worktree: {:?}",
+        f.runner.workspace().pool_stats()
+    );
     let (fresh_wt, fresh) = run(&f, "ref", "print").await;
     assert!(!fresh_wt.contains(".warm"), "{fresh_wt}");
     assert!(
@@ -95,7 +102,7 @@ async fn a_warm_worktree_shows_exactly_the_commit() {
     git(&src, &["commit", "-qm", "two"]);
     run(&f, "app", "dirty").await;
     let (again, warm) = run(&f, "app", "print").await;
-    assert_eq!(again, first);
+    assert_eq!(again, first, "{:?}", f.runner.workspace().pool_stats());
     let (_, fresh) = run(&f, "ref", "print").await;
     assert_eq!(
         warm, fresh,
