@@ -58,7 +58,7 @@ impl Db {
         let writer = Ledger::open_postgres(url)?;
         let mut conns = Vec::new();
         for _ in 0..readers.max(1) {
-            conns.push(Arc::new(Mutex::new(Ledger::open_postgres(url)?)));
+            conns.push(Arc::new(Mutex::new(Ledger::connect_postgres(url)?)));
         }
         Ok(Db {
             writer: Arc::new(Mutex::new(writer)),

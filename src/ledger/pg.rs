@@ -119,43 +119,55 @@ impl Ledger {
     /// Blocking: call it from a thread that may block (a blocking task of the
     /// runtime that then drives the connection, or a program without one).
     pub fn open_postgres(url: &str) -> Result<Ledger, LedgerError> {
-        let shown = url
-            .parse::<tokio_postgres::Config>()
-            .map(|c| PathBuf::from(display_url(&c)))
-            .unwrap_or_else(|_| PathBuf::from("postgres://(unparsable address)"));
-        let driver = Driver::new().map_err(|source| LedgerError::Io {
+        open(url, true)
+    }
+
+    /// Another connection to a ledger [`Ledger::open_postgres`] opened (and
+    /// migrated): the version is checked, nothing is migrated.
+    pub fn connect_postgres(url: &str) -> Result<Ledger, LedgerError> {
+        open(url, false)
+    }
+}
+
+fn open(url: &str, migrating: bool) -> Result<Ledger, LedgerError> {
+    let shown = url
+        .parse::<tokio_postgres::Config>()
+        .map(|c| PathBuf::from(display_url(&c)))
+        .unwrap_or_else(|_| PathBuf::from("postgres://(unparsable address)"));
+    let driver = Driver::new().map_err(|source| LedgerError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let dialer = Dialer::new(url, &shown)?;
+    let client = dialer
+        .dial(&driver)
+        .map_err(|source| LedgerError::Postgres {
             path: shown.clone(),
             source,
         })?;
-        let dialer = Dialer::new(url, &shown)?;
-        let client = dialer
-            .dial(&driver)
-            .map_err(|source| LedgerError::Postgres {
-                path: shown.clone(),
-                source,
-            })?;
-        let mut pg = PgClient {
-            client,
-            statements: HashMap::new(),
-            driver,
-            dialer,
-            broken: false,
-        };
+    let mut pg = PgClient {
+        client,
+        statements: HashMap::new(),
+        driver,
+        dialer,
+        broken: false,
+    };
+    if migrating {
         migrate(&mut pg, &shown)?;
-        let ledger = Ledger {
-            conn: Backend::Pg(Box::new(RefCell::new(pg))),
-            path: shown,
-        };
-        let found = ledger.schema_version()?;
-        if found > super::latest_version() {
-            return Err(LedgerError::TooNew {
-                path: ledger.path,
-                found,
-                supported: super::latest_version(),
-            });
-        }
-        Ok(ledger)
     }
+    let ledger = Ledger {
+        conn: Backend::Pg(Box::new(RefCell::new(pg))),
+        path: shown,
+    };
+    let found = ledger.schema_version()?;
+    if found > super::latest_version() {
+        return Err(LedgerError::TooNew {
+            path: ledger.path,
+            found,
+            supported: super::latest_version(),
+        });
+    }
+    Ok(ledger)
 }
 
 fn migrate(pg: &mut PgClient, shown: &Path) -> Result<(), LedgerError> {

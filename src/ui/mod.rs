@@ -812,7 +812,23 @@ struct RunForm {
     recipe: String,
 }
 
-async fn enqueue(state: &AppState, request: JobRequest) -> Result<Response, UiError> {
+/// Enqueues a job of a command (as `POST /projects/{name}/jobs` would) and sends
+/// the browser to its page.
+async fn enqueue(
+    state: &AppState,
+    project: String,
+    subproject: String,
+    recipe: String,
+    git_ref: Option<String>,
+) -> Result<Response, UiError> {
+    let request = JobRequest {
+        project,
+        subproject: Some(subproject),
+        recipe,
+        git_ref,
+        trigger: Trigger::Api,
+        schedule: None,
+    };
     match state.runner.enqueue(request).await {
         Ok((job, _)) => Ok(see_other(&format!("/ui/jobs/{}", job.id))),
         Err(e) => Err(enqueue_error(e).into()),
@@ -834,18 +850,7 @@ async fn run(
             "send the form fields `subproject` and `recipe`",
         ));
     };
-    enqueue(
-        &state,
-        JobRequest {
-            project: project.name,
-            subproject: Some(form.subproject),
-            recipe: form.recipe,
-            git_ref: None,
-            trigger: Trigger::Api,
-            schedule: None,
-        },
-    )
-    .await
+    enqueue(&state, project.name, form.subproject, form.recipe, None).await
 }
 
 async fn run_again(
@@ -858,14 +863,10 @@ async fn run_again(
     let job = visible_job(&state, &s.caller, &id).await?;
     enqueue(
         &state,
-        JobRequest {
-            project: job.project,
-            subproject: Some(job.subproject),
-            recipe: job.recipe,
-            git_ref: Some(job.git_ref),
-            trigger: Trigger::Api,
-            schedule: None,
-        },
+        job.project,
+        job.subproject,
+        job.recipe,
+        Some(job.git_ref),
     )
     .await
 }

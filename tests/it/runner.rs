@@ -658,19 +658,27 @@ async fn sweep_kills_a_job_whose_group_was_never_recorded() {
     // environment (and leaves a process of another job alone).
     let f = Farm::new(&one("app", &[("ok", "true")], 60), 1, 1 << 20);
     let (id, _) = f.enqueue("app", ".", "ok");
+    // Each group says when its two children exist (forked before the echo).
     let spawn = |job: &str| {
-        std::process::Command::new("setsid")
-            .args(["sh", "-c", "sleep 600 & sleep 600; wait"])
+        let mut c = std::process::Command::new("setsid")
+            .args(["sh", "-c", "sleep 600 & sleep 600 & echo ready; wait"])
             .env("CRAFTING_JOB_ID", job)
+            .stdout(std::process::Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "ready\n");
+        c
     };
     let mut ours = spawn(&id);
     let mut other = spawn("another-job");
     let (a, b) = (ours.id() as i32, other.id() as i32);
-    while process::group_members(a).len() < 3 || process::group_members(b).len() < 3 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_eq!(process::group_members(a).len(), 3);
     f.ledger(|l| assert!(l.claim_job(&id, "x", 1).unwrap()));
     assert_eq!(f.runner.sweep().await.unwrap(), 1);
     let _ = ours.wait();

@@ -47,13 +47,18 @@ pub async fn login(base: &str, bearer: &str) -> String {
     c.split(';').next().unwrap().to_owned()
 }
 
-pub async fn page(base: &str, cookie: &str, path: &str) -> (u16, String, String) {
-    let r = http()
-        .get(format!("{base}{path}"))
+/// A request to `base` + `path` with the session `cookie`, sent.
+async fn send(method: reqwest::Method, base: &str, cookie: &str, path: &str) -> reqwest::Response {
+    http()
+        .request(method, format!("{base}{path}"))
         .header(header::COOKIE, cookie)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+pub async fn page(base: &str, cookie: &str, path: &str) -> (u16, String, String) {
+    let r = send(reqwest::Method::GET, base, cookie, path).await;
     let status = r.status().as_u16();
     let to = location(&r);
     (status, to, r.text().await.unwrap())
@@ -148,12 +153,7 @@ async fn pages_need_a_session_and_login_sets_a_strict_cookie() {
     assert!(body.contains("<h1>405"), "{body}");
 
     // Logout ends the session: the same cookie no longer opens a page.
-    let r = http()
-        .post(format!("{base}/ui/logout"))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(reqwest::Method::POST, base, &cookie, "/ui/logout").await;
     assert_eq!(
         (r.status().as_u16(), location(&r)),
         (303, "/ui/login".into())
@@ -284,12 +284,13 @@ async fn a_page_shows_what_its_token_sees_and_revoking_ends_the_session() {
         let (status, _, body) = page(base, &cookie, &path).await;
         assert_eq!(status, 404, "{path}: {body}");
     }
-    let r = http()
-        .post(format!("{base}/ui/jobs/{id}/run-again"))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        reqwest::Method::POST,
+        base,
+        &cookie,
+        &format!("/ui/jobs/{id}/run-again"),
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 404);
 
     // Revoking the token ends its session at once.
@@ -357,12 +358,13 @@ async fn the_live_log_is_a_stream_of_events_that_ends_with_the_status() {
     let id = location(&r).trim_start_matches("/ui/jobs/").to_owned();
     // Subscribed before or after the end, the stream carries the whole log and
     // then the status.
-    let r = http()
-        .get(format!("{base}/ui/jobs/{id}/events"))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        reqwest::Method::GET,
+        base,
+        &cookie,
+        &format!("/ui/jobs/{id}/events"),
+    )
+    .await;
     assert_eq!(
         r.headers()[header::CONTENT_TYPE].to_str().unwrap(),
         "text/event-stream"
@@ -403,20 +405,22 @@ async fn the_live_log_is_a_stream_of_events_that_ends_with_the_status() {
         assert!(!again.contains("event: log"), "{again}");
         assert!(again.contains("event: end"), "{again}");
     }
-    let r = http()
-        .get(format!("{base}/ui/jobs/{id}/events?from=abc"))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        reqwest::Method::GET,
+        base,
+        &cookie,
+        &format!("/ui/jobs/{id}/events?from=abc"),
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 400);
     // Run again: a new job of the same command.
-    let r = http()
-        .post(format!("{base}/ui/jobs/{id}/run-again"))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        reqwest::Method::POST,
+        base,
+        &cookie,
+        &format!("/ui/jobs/{id}/run-again"),
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 303);
     let again = location(&r).trim_start_matches("/ui/jobs/").to_owned();
     assert_ne!(again, id);
