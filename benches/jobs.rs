@@ -133,6 +133,8 @@ fn main() {
             registry_base: reg,
             sandbox: mode.clone(),
             secrets_file: None,
+            name: "local".to_owned(),
+            lease: None,
         },
         db.clone(),
         Workspace::new(data.join("workspace")),

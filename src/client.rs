@@ -83,6 +83,9 @@ pub struct JobView {
     /// Enqueued (RFC 3339).
     #[serde(default)]
     pub created_at: String,
+    /// The runner process that ran it.
+    #[serde(default)]
+    pub runner: Option<String>,
 }
 
 impl JobView {

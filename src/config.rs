@@ -31,6 +31,8 @@ const KEYS: &[&str] = &[
     "lan_cidrs",
     "trusted_proxies",
     "workers",
+    "runner_name",
+    "lease_secs",
     "log_cap_bytes",
     "sandbox",
     "sandbox_writable",
@@ -189,8 +191,14 @@ pub struct Config {
     pub lan_cidrs: Vec<IpNet>,
     /// Peers whose `Forwarded` / `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
-    /// Jobs that run at once.
+    /// Jobs that run at once (0: none in this process, with PostgreSQL only).
     pub workers: usize,
+    /// This process's runner name (`CRAFTING_RUNNER_NAME`): needed with
+    /// PostgreSQL by a process that runs jobs, unique in the farm, stable across
+    /// restarts.
+    pub runner_name: Option<String>,
+    /// Seconds a running job's lease lasts without renewal (PostgreSQL).
+    pub lease_secs: u64,
     /// Largest job log kept, in bytes; the rest is cut with a marker line.
     pub log_cap_bytes: u64,
     /// `none`, `bwrap` (use it when it works here) or `required` (refuse to start
@@ -450,10 +458,39 @@ impl Config {
                 parse_cidrs(s)
             }
         })?;
+        let shared = matches!(ledger, LedgerLocation::Postgres(_));
         let workers = src.parsed("workers", cpus.max(1), |s| {
-            let n: usize = positive(s)?;
+            let n: usize = s
+                .parse()
+                .map_err(|_| "is not a whole number from 0 to 1024".to_owned())?;
             if n > 1024 {
                 return Err("is more than 1024 workers".to_owned());
+            }
+            if n == 0 && !shared {
+                return Err(
+                    "would run no job at all: 0 is only for a farm on PostgreSQL whose jobs run in `crafting-table runner` processes (CRAFTING_LEDGER=postgres://…)"
+                        .to_owned(),
+                );
+            }
+            Ok(n)
+        })?;
+        let runner_name = src.parsed("runner_name", None, |s| {
+            if s.is_empty()
+                || s.len() > 64
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(
+                    "is not a runner name: 1 to 64 letters, digits, `-`, `_` or `.`".to_owned(),
+                );
+            }
+            Ok(Some(s.to_owned()))
+        })?;
+        let lease_secs = src.parsed("lease_secs", 30u64, |s| {
+            let n: u64 = positive(s)?;
+            if !(3..=3600).contains(&n) {
+                return Err("is not between 3 and 3600 seconds".to_owned());
             }
             Ok(n)
         })?;
@@ -609,6 +646,8 @@ impl Config {
             lan_cidrs,
             trusted_proxies,
             workers,
+            runner_name,
+            lease_secs,
             log_cap_bytes,
             sandbox,
             sandbox_writable,

@@ -119,6 +119,374 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
+/// The host's name (the runners table says where each runner runs).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// The runner of a process that runs jobs (`serve` or `runner`): its sandbox
+/// (and the words the banner uses for it), its workspace, its name and leases.
+pub fn build_runner(
+    cfg: &Config,
+    db: &Db,
+    clock: SharedClock,
+    events: &Events,
+    kill_grace: Duration,
+) -> Result<(Runner, String), FarmError> {
+    let startup =
+        |what: &str, e: &dyn std::fmt::Display| FarmError::Startup(format!("{what}: {e}"));
+    let registry_base = match &cfg.registry {
+        RegistrySource::Dir(d) => absolute(d),
+        RegistrySource::Git(_) => cfg.data_dir.clone(),
+    };
+    let shared = matches!(cfg.ledger, crate::config::LedgerLocation::Postgres(_));
+    let name = match (&cfg.runner_name, shared) {
+        (Some(n), _) => n.clone(),
+        (None, false) => "local".to_owned(),
+        (None, true) if cfg.workers == 0 => "none".to_owned(),
+        (None, true) => {
+            return Err(FarmError::Startup(
+                "CRAFTING_RUNNER_NAME: needed with a PostgreSQL ledger by a process that runs jobs (a name unique in the farm and stable across restarts, e.g. the host's name); or set CRAFTING_WORKERS=0".to_owned(),
+            ));
+        }
+    };
+    let git_credentials = match &cfg.git_credentials {
+        None => None,
+        Some(p) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            let p = absolute(p);
+            let meta = std::fs::metadata(&p).map_err(|e| {
+                startup(
+                    &format!("CRAFTING_GIT_CREDENTIALS: cannot read {}", p.display()),
+                    &e,
+                )
+            })?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(FarmError::Startup(format!(
+                    "CRAFTING_GIT_CREDENTIALS: {} is readable by others (mode {:o}): chmod 600 it",
+                    p.display(),
+                    meta.permissions().mode() & 0o777
+                )));
+            }
+            Some(p)
+        }
+    };
+    let mut sandbox_words =
+        "bwrap (own PID, IPC and mount namespaces; data directory hidden)".to_owned();
+    let sandbox = match cfg.sandbox.as_str() {
+        "none" => {
+            sandbox_words = "off (CRAFTING_SANDBOX=none)".to_owned();
+            tracing::info!(
+                "job sandbox off (CRAFTING_SANDBOX=none): commands run as the farm's user and see what it sees"
+            );
+            crate::runner::sandbox::Mode::None
+        }
+        wanted => match crate::runner::sandbox::probe() {
+            Ok(()) => {
+                let mut hide_dirs = vec![cfg.data_dir.clone()];
+                if !cfg.workspace_dir.starts_with(&cfg.data_dir) {
+                    hide_dirs.push(cfg.workspace_dir.clone());
+                }
+                tracing::info!(
+                    "job sandbox on: bwrap, own PID and IPC namespaces, the data directory hidden, a built environment"
+                );
+                crate::runner::sandbox::Mode::Bwrap(crate::runner::sandbox::Settings {
+                    hide_dirs,
+                    hide_files: cfg.config_file.iter().map(|p| absolute(p)).collect(),
+                    writable: cfg.sandbox_writable.clone(),
+                    pass_env: cfg.sandbox_pass_env.clone(),
+                })
+            }
+            Err(why) if wanted == "required" => {
+                return Err(startup("job sandbox (CRAFTING_SANDBOX=required)", &why));
+            }
+            Err(why) => {
+                tracing::warn!("job sandbox unavailable, commands run unsandboxed: {why}");
+                sandbox_words = format!("UNAVAILABLE, jobs run unsandboxed: {why}");
+                crate::runner::sandbox::Mode::None
+            }
+        },
+    };
+    let runner = Runner::new(
+        RunnerConfig {
+            workers: cfg.workers,
+            logs_dir: cfg.logs_dir(),
+            log_cap: cfg.log_cap_bytes,
+            kill_grace,
+            registry_base,
+            sandbox,
+            secrets_file: Some(cfg.data_dir.join("secrets.toml")),
+            name,
+            lease: shared.then(|| Duration::from_secs(cfg.lease_secs)),
+        },
+        db.clone(),
+        Workspace::new(cfg.workspace_dir.clone())
+            .with_fetch_timeout(cfg.git_timeout())
+            .with_credentials(git_credentials),
+        clock.clone(),
+        events.clone(),
+    );
+
+    Ok((runner, sandbox_words))
+}
+
+/// A `crafting-table runner` process: no API, no once-per-farm loops; it claims
+/// queued jobs from the PostgreSQL ledger and runs them.
+pub struct RunnerProcess {
+    /// The runner.
+    pub runner: Runner,
+    /// Jobs a previous run of this runner left running that start-up failed.
+    pub swept: usize,
+    /// How jobs are isolated, in words.
+    pub sandbox: String,
+    tasks: Vec<(&'static str, JoinHandle<String>)>,
+}
+
+impl RunnerProcess {
+    /// Connects, registers the runner's name (refused while another live process
+    /// holds it), sweeps what a previous run of it left, and starts claiming jobs.
+    pub async fn start(mut cfg: Config, opts: FarmOptions) -> Result<RunnerProcess, FarmError> {
+        let startup =
+            |what: &str, e: &dyn std::fmt::Display| FarmError::Startup(format!("{what}: {e}"));
+        let crate::config::LedgerLocation::Postgres(url) = cfg.ledger.clone() else {
+            return Err(FarmError::Startup(
+                "CRAFTING_LEDGER: a runner takes its jobs from a PostgreSQL ledger (postgres://…); with SQLite, `serve` runs the jobs itself".to_owned(),
+            ));
+        };
+        if cfg.runner_name.is_none() {
+            return Err(FarmError::Startup(
+                "CRAFTING_RUNNER_NAME: a runner needs a name, unique in the farm and stable across restarts (e.g. the host's name)".to_owned(),
+            ));
+        }
+        if cfg.workers == 0 {
+            return Err(FarmError::Startup(
+                "CRAFTING_WORKERS: a runner with 0 workers would run nothing".to_owned(),
+            ));
+        }
+        cfg.data_dir = absolute(&cfg.data_dir);
+        cfg.workspace_dir = absolute(&cfg.workspace_dir);
+        for (dir, what) in [
+            (cfg.logs_dir(), "logs directory"),
+            (cfg.workspace_dir.clone(), "workspace"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| startup(&format!("cannot create {what} {}", dir.display()), &e))?;
+        }
+        let u = url.clone();
+        let db = tokio::task::spawn_blocking(move || Db::open_postgres(&u, 2))
+            .await
+            .map_err(|e| startup("ledger", &e))?
+            .map_err(|e| startup("ledger", &e))?;
+        let clock = opts.clock.clone();
+        let events = Events::new();
+        let (runner, sandbox) = build_runner(&cfg, &db, clock.clone(), &events, opts.kill_grace)?;
+        register(&runner, "runner", cfg.workers, &clock).await?;
+        let swept = runner
+            .sweep()
+            .await
+            .map_err(|e| startup("restart sweep", &e))?;
+        crate::findings::install(&runner);
+        let bus = crate::ledger::bus::Bus::start(&url, None, Duration::from_secs(1))
+            .await
+            .map_err(|e| startup("the farm's bus", &e))?;
+        let mut tasks: Vec<(&'static str, JoinHandle<String>)> = Vec::new();
+        tasks.push(("bus", tokio::spawn(bridge(bus, runner.clone()))));
+        tasks.push(("leases", {
+            let r = runner.clone();
+            tokio::spawn(async move { r.keep_leases().await })
+        }));
+        tasks.push(("runner", {
+            let r = runner.clone();
+            tokio::spawn(async move {
+                match r.run().await {
+                    Ok(()) => "the runner stopped".to_owned(),
+                    Err(e) => format!("the runner failed: {e}"),
+                }
+            })
+        }));
+        tasks.push((
+            "gc",
+            tokio::spawn(crate::gc::run(
+                runner.clone(),
+                None,
+                Duration::from_secs(cfg.warm_idle_secs),
+            )),
+        ));
+        Ok(RunnerProcess {
+            runner,
+            swept,
+            sandbox,
+            tasks,
+        })
+    }
+
+    /// Resolves when a part stops (which it never should): names it and why.
+    pub async fn stopped(&mut self) -> FarmError {
+        first_stopped(&mut self.tasks).await
+    }
+
+    /// Stops: running jobs are cancelled (and recorded), the name is released.
+    pub async fn stop(self, reason: &str) {
+        self.runner.shutdown(reason).await;
+        release_name(&self.runner).await;
+        for (_, h) in self.tasks {
+            h.abort();
+        }
+    }
+}
+
+/// Marks this process's runner name stopped (a clean exit frees it at once).
+async fn release_name(runner: &Runner) {
+    if runner.lease().is_none() {
+        return;
+    }
+    let (name, pid, now) = (
+        runner.name().to_owned(),
+        i64::from(std::process::id()),
+        runner.clock().now_ms(),
+    );
+    if let Err(e) = runner
+        .db()
+        .write(move |l| l.stop_runner(&name, pid, now))
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record the runner's stop");
+    }
+}
+
+/// The first of `tasks` to stop: which and why.
+async fn first_stopped(tasks: &mut [(&'static str, JoinHandle<String>)]) -> FarmError {
+    let handles = tasks.iter_mut().map(|(part, h)| {
+        let part = *part;
+        Box::pin(async move { (part, h.await) })
+    });
+    let ((part, r), _, _) = futures_util::future::select_all(handles).await;
+    FarmError::PartDied {
+        part,
+        why: match r {
+            Ok(why) => why,
+            Err(e) if e.is_panic() => "it panicked (see the log above)".to_owned(),
+            Err(e) => e.to_string(),
+        },
+    }
+}
+
+/// Acts on the other processes' notifications (see [`Runner::on_note`]).
+pub async fn bridge(bus: crate::ledger::bus::Bus, runner: Runner) -> String {
+    use crate::ledger::bus::BusEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = bus.subscribe();
+    loop {
+        match rx.recv().await {
+            Ok(e) => match &*e {
+                BusEvent::Note(n) => runner.on_note(n).await,
+                BusEvent::Resync => runner.wake(),
+            },
+            Err(RecvError::Lagged(_)) => runner.wake(),
+            Err(RecvError::Closed) => return "the farm's bus closed".to_owned(),
+        }
+    }
+}
+
+/// Waits to be elected leader, then runs the once-per-farm loops `lead` starts;
+/// returns (stopping the farm) when the lead is lost or one of them stops.
+async fn lead_when_elected(
+    bus: crate::ledger::bus::Bus,
+    lead: impl FnOnce() -> Vec<(&'static str, JoinHandle<String>)>,
+) -> String {
+    use crate::ledger::bus::Leading;
+    let mut leading = bus.leading();
+    while *leading.borrow_and_update() != Leading::Yes {
+        if leading.changed().await.is_err() {
+            return "the farm's bus stopped".to_owned();
+        }
+    }
+    let tasks = lead();
+    let handles = tasks.into_iter().map(|(part, h)| {
+        Box::pin(async move {
+            match h.await {
+                Ok(why) => format!("{part} stopped: {why}"),
+                Err(e) => format!("{part} stopped: {e}"),
+            }
+        })
+    });
+    let mut parts = futures_util::future::select_all(handles);
+    loop {
+        tokio::select! {
+            (why, _, _) = &mut parts => return why,
+            r = leading.changed() => {
+                if r.is_err() || *leading.borrow() != Leading::Yes {
+                    return "lost the farm's leadership (its ledger connection dropped): restart to stand by".to_owned();
+                }
+            }
+        }
+    }
+}
+
+/// The leader's loop that fails the jobs of runners whose lease ran out.
+async fn expire_leases(runner: Runner) -> String {
+    let every = runner.lease().map_or(Duration::from_secs(10), |l| {
+        (l / 3).max(Duration::from_secs(1))
+    });
+    loop {
+        if let Err(e) = runner.expire_leases().await {
+            tracing::warn!(error = %e, "cannot check the runners' leases");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Registers the process's runner name in a shared ledger: refused while another
+/// live process holds it.
+pub async fn register(
+    runner: &Runner,
+    kind: &str,
+    workers: usize,
+    clock: &SharedClock,
+) -> Result<(), FarmError> {
+    let host = host_name();
+    let pid = std::process::id();
+    let pid_start = crate::runner::process::proc_info(pid as i32).map_or(0, |p| p.start_time);
+    let now = clock.now_ms();
+    let me = crate::ledger::RunnerRecord {
+        name: runner.name().to_owned(),
+        kind: kind.to_owned(),
+        host: host.clone(),
+        pid: i64::from(pid),
+        pid_start: pid_start as i64,
+        workers: workers as i64,
+        started_at: now,
+        lease_until: now + runner.lease().map_or(0, |l| l.as_millis() as i64),
+        stopped_at: None,
+    };
+    let held = runner
+        .db()
+        .write(move |l| {
+            l.register_runner(&me, now, &|h| {
+                // A holder on this host whose process is gone (or is another
+                // process now) is a previous run of this runner.
+                h.host == host
+                    && crate::runner::process::proc_info(h.pid as i32)
+                        .is_none_or(|p| p.start_time as i64 != h.pid_start)
+            })
+        })
+        .await
+        .map_err(|e| FarmError::Startup(format!("runner registration: {e}")))?;
+    match held {
+        None => Ok(()),
+        Some(h) => Err(FarmError::Startup(format!(
+            "CRAFTING_RUNNER_NAME: the name `{}` is held by a live process ({} pid {} on {}, lease until {}): give each runner its own name",
+            h.name,
+            h.kind,
+            h.pid,
+            h.host,
+            crate::api::rfc3339(h.lease_until)
+        ))),
+    }
+}
+
 impl Farm {
     /// Opens the ledger, sweeps what a crash left, binds the API and starts every
     /// part. Returns once the API accepts connections.
@@ -151,10 +519,6 @@ impl Farm {
             .map_err(|e| startup("admin token", &e))?
             .map_err(|e| startup("admin token", &e))?;
         let registry = Registry::from_config(&cfg);
-        let registry_base = match &cfg.registry {
-            RegistrySource::Dir(d) => absolute(d),
-            RegistrySource::Git(_) => cfg.data_dir.clone(),
-        };
 
         // The watcher starts before the first reconcile: a change made while that
         // runs (or right after) still triggers the next one.
@@ -166,81 +530,16 @@ impl Farm {
             RegistrySource::Git(_) => None,
         };
 
-        let git_credentials = match &cfg.git_credentials {
-            None => None,
-            Some(p) => {
-                use std::os::unix::fs::PermissionsExt as _;
-                let p = absolute(p);
-                let meta = std::fs::metadata(&p).map_err(|e| {
-                    startup(
-                        &format!("CRAFTING_GIT_CREDENTIALS: cannot read {}", p.display()),
-                        &e,
-                    )
-                })?;
-                if meta.permissions().mode() & 0o077 != 0 {
-                    return Err(FarmError::Startup(format!(
-                        "CRAFTING_GIT_CREDENTIALS: {} is readable by others (mode {:o}): chmod 600 it",
-                        p.display(),
-                        meta.permissions().mode() & 0o777
-                    )));
-                }
-                Some(p)
-            }
-        };
-        let mut sandbox_words =
-            "bwrap (own PID, IPC and mount namespaces; data directory hidden)".to_owned();
-        let sandbox = match cfg.sandbox.as_str() {
-            "none" => {
-                sandbox_words = "off (CRAFTING_SANDBOX=none)".to_owned();
-                tracing::info!(
-                    "job sandbox off (CRAFTING_SANDBOX=none): commands run as the farm's user and see what it sees"
-                );
-                crate::runner::sandbox::Mode::None
-            }
-            wanted => match crate::runner::sandbox::probe() {
-                Ok(()) => {
-                    let mut hide_dirs = vec![cfg.data_dir.clone()];
-                    if !cfg.workspace_dir.starts_with(&cfg.data_dir) {
-                        hide_dirs.push(cfg.workspace_dir.clone());
-                    }
-                    tracing::info!(
-                        "job sandbox on: bwrap, own PID and IPC namespaces, the data directory hidden, a built environment"
-                    );
-                    crate::runner::sandbox::Mode::Bwrap(crate::runner::sandbox::Settings {
-                        hide_dirs,
-                        hide_files: cfg.config_file.iter().map(|p| absolute(p)).collect(),
-                        writable: cfg.sandbox_writable.clone(),
-                        pass_env: cfg.sandbox_pass_env.clone(),
-                    })
-                }
-                Err(why) if wanted == "required" => {
-                    return Err(startup("job sandbox (CRAFTING_SANDBOX=required)", &why));
-                }
-                Err(why) => {
-                    tracing::warn!("job sandbox unavailable, commands run unsandboxed: {why}");
-                    sandbox_words = format!("UNAVAILABLE, jobs run unsandboxed: {why}");
-                    crate::runner::sandbox::Mode::None
-                }
-            },
-        };
         let events = Events::new();
-        let runner = Runner::new(
-            RunnerConfig {
-                workers: cfg.workers,
-                logs_dir: cfg.logs_dir(),
-                log_cap: cfg.log_cap_bytes,
-                kill_grace: opts.kill_grace,
-                registry_base,
-                sandbox,
-                secrets_file: Some(cfg.data_dir.join("secrets.toml")),
-            },
-            db.clone(),
-            Workspace::new(cfg.workspace_dir.clone())
-                .with_fetch_timeout(cfg.git_timeout())
-                .with_credentials(git_credentials),
-            clock.clone(),
-            events.clone(),
-        );
+        let (runner, sandbox_words) =
+            build_runner(&cfg, &db, clock.clone(), &events, opts.kill_grace)?;
+        let ledger_url = match &cfg.ledger {
+            crate::config::LedgerLocation::Postgres(url) => Some(url.clone()),
+            crate::config::LedgerLocation::Sqlite(_) => None,
+        };
+        if ledger_url.is_some() && cfg.workers > 0 {
+            register(&runner, "serve", cfg.workers, &clock).await?;
+        }
         let swept = runner
             .sweep()
             .await
@@ -318,48 +617,14 @@ impl Farm {
             reconcile: trigger.clone(),
             started: Instant::now(),
             metrics: metrics.clone(),
+            logs: if ledger_url.is_some() {
+                crate::logfile::LogStore::Ledger(db.clone())
+            } else {
+                crate::logfile::LogStore::Files(config.logs_dir())
+            },
         };
 
         let mut tasks: Vec<(&'static str, JoinHandle<String>)> = Vec::new();
-        let schedule_wake = Arc::new(Notify::new());
-        tasks.push(("reconciler", {
-            let parts = LoopParts {
-                registry: registry.clone(),
-                db: db.clone(),
-                clock: clock.clone(),
-                poll: Duration::from_secs(config.registry_poll_secs),
-            };
-            let (ok_metrics, failed_metrics) = (metrics.clone(), metrics.clone());
-            let (wake, trigger) = (schedule_wake.clone(), trigger.clone());
-            tokio::spawn(async move {
-                looped::run(
-                    parts,
-                    trigger,
-                    requests,
-                    move |o: &Outcome| {
-                        ok_metrics.reconciles_ok.fetch_add(1, Ordering::Relaxed);
-                        ok_metrics
-                            .last_reconcile_us
-                            .store(o.duration.as_micros() as u64, Ordering::Relaxed);
-                        ok_metrics
-                            .manifest_errors
-                            .store(o.error_count() as u64, Ordering::Relaxed);
-                        wake.notify_one();
-                    },
-                    move |_| {
-                        failed_metrics
-                            .reconciles_failed
-                            .fetch_add(1, Ordering::Relaxed);
-                    },
-                )
-                .await;
-                "the reconcile loop ended".to_owned()
-            })
-        }));
-        tasks.push(("scheduler", {
-            let (runner, wake) = (runner.clone(), schedule_wake.clone());
-            tokio::spawn(async move { crate::scheduler::run(runner, wake).await })
-        }));
         tasks.push(("runner", {
             let r = runner.clone();
             tokio::spawn(async move {
@@ -369,31 +634,116 @@ impl Farm {
                 }
             })
         }));
+        let retention = crate::gc::Retention {
+            days: config.retain_days,
+            runs: config.retain_runs,
+        };
         tasks.push((
             "gc",
             tokio::spawn(crate::gc::run(
                 runner.clone(),
-                crate::gc::Retention {
-                    days: config.retain_days,
-                    runs: config.retain_runs,
-                },
+                ledger_url.is_none().then_some(retention),
                 Duration::from_secs(config.warm_idle_secs),
             )),
         ));
-        tasks.push(("digest", tokio::spawn(digests.clone().run_fires())));
-        if let Some(p) = &patcher {
-            tasks.push(("patcher", tokio::spawn(p.clone().run_auto())));
-        }
-        tasks.push(("mailer", tokio::spawn(digests.clone().run_sender())));
-        tasks.push((
-            "webhooks",
-            tokio::spawn(crate::notify::webhook::run(
+        // The loops that run once per farm: in the process that leads it (with
+        // PostgreSQL, the one holding the leader's lock; with SQLite, this one).
+        let lead = {
+            let (db, events, runner, config, metrics, trigger, digests, patcher) = (
                 db.clone(),
                 events.clone(),
-                opts.secrets.clone(),
-                public_url,
-            )),
-        ));
+                runner.clone(),
+                config.clone(),
+                metrics.clone(),
+                trigger.clone(),
+                digests.clone(),
+                patcher.clone(),
+            );
+            let secrets = opts.secrets.clone();
+            let registry = registry.clone();
+            let shared = ledger_url.is_some();
+            move || {
+                let mut tasks: Vec<(&'static str, JoinHandle<String>)> = Vec::new();
+                let schedule_wake = Arc::new(Notify::new());
+                tasks.push(("reconciler", {
+                    let parts = LoopParts {
+                        registry: registry.clone(),
+                        db: db.clone(),
+                        clock: clock.clone(),
+                        poll: Duration::from_secs(config.registry_poll_secs),
+                    };
+                    let (ok_metrics, failed_metrics) = (metrics.clone(), metrics.clone());
+                    let (wake, trigger) = (schedule_wake.clone(), trigger.clone());
+                    tokio::spawn(async move {
+                        looped::run(
+                            parts,
+                            trigger,
+                            requests,
+                            move |o: &Outcome| {
+                                ok_metrics.reconciles_ok.fetch_add(1, Ordering::Relaxed);
+                                ok_metrics
+                                    .last_reconcile_us
+                                    .store(o.duration.as_micros() as u64, Ordering::Relaxed);
+                                ok_metrics
+                                    .manifest_errors
+                                    .store(o.error_count() as u64, Ordering::Relaxed);
+                                wake.notify_one();
+                            },
+                            move |_| {
+                                failed_metrics
+                                    .reconciles_failed
+                                    .fetch_add(1, Ordering::Relaxed);
+                            },
+                        )
+                        .await;
+                        "the reconcile loop ended".to_owned()
+                    })
+                }));
+                tasks.push(("scheduler", {
+                    let (runner, wake) = (runner.clone(), schedule_wake.clone());
+                    tokio::spawn(async move { crate::scheduler::run(runner, wake).await })
+                }));
+                tasks.push(("digest", tokio::spawn(digests.clone().run_fires())));
+                if let Some(p) = &patcher {
+                    tasks.push(("patcher", tokio::spawn(p.clone().run_auto())));
+                }
+                tasks.push(("mailer", tokio::spawn(digests.clone().run_sender())));
+                tasks.push((
+                    "webhooks",
+                    tokio::spawn(crate::notify::webhook::run(
+                        db.clone(),
+                        events.clone(),
+                        secrets.clone(),
+                        public_url,
+                    )),
+                ));
+                if shared {
+                    tasks.push(("leases", tokio::spawn(expire_leases(runner.clone()))));
+                    tasks.push((
+                        "retention",
+                        tokio::spawn(crate::gc::retain(runner.clone(), retention)),
+                    ));
+                }
+                tasks
+            }
+        };
+        match &ledger_url {
+            None => tasks.extend(lead()),
+            Some(url) => {
+                let name = config.runner_name.clone().unwrap_or_else(|| {
+                    format!("serve on {} pid {}", host_name(), std::process::id())
+                });
+                let b = crate::ledger::bus::Bus::start(url, Some(name), Duration::from_secs(1))
+                    .await
+                    .map_err(|e| startup("the farm's bus", &e))?;
+                tasks.push(("bus", tokio::spawn(bridge(b.clone(), runner.clone()))));
+                tasks.push(("leader", tokio::spawn(lead_when_elected(b, lead))));
+                if config.workers > 0 {
+                    let r = runner.clone();
+                    tasks.push(("leases", tokio::spawn(async move { r.keep_leases().await })));
+                }
+            }
+        }
         let shutdown = Arc::new(Notify::new());
         tasks.push(("api", {
             let s = shutdown.clone();
@@ -434,25 +784,14 @@ impl Farm {
 
     /// Resolves when a part stops (which it never should): names it and why.
     pub async fn stopped(&mut self) -> FarmError {
-        let handles = self.tasks.iter_mut().map(|(part, h)| {
-            let part = *part;
-            Box::pin(async move { (part, h.await) })
-        });
-        let ((part, r), _, _) = futures_util::future::select_all(handles).await;
-        FarmError::PartDied {
-            part,
-            why: match r {
-                Ok(why) => why,
-                Err(e) if e.is_panic() => "it panicked (see the log above)".to_owned(),
-                Err(e) => e.to_string(),
-            },
-        }
+        first_stopped(&mut self.tasks).await
     }
 
     /// Stops the farm: running jobs are cancelled (and recorded), the API drains,
     /// every part ends.
     pub async fn stop(self, reason: &str) {
         self.runner.shutdown(reason).await;
+        release_name(&self.runner).await;
         self.shutdown.notify_waiters();
         for (part, h) in self.tasks {
             if part == "api" && !h.is_finished() {

@@ -86,8 +86,9 @@ pub async fn prune(
 }
 
 /// Runs gc every [`INTERVAL`], and the warm-worktree sweep every quarter of
-/// `warm_idle` (between 1 s and 5 min), forever.
-pub async fn run(runner: Runner, retention: Retention, warm_idle: Duration) -> String {
+/// `warm_idle` (between 1 s and 5 min), forever. Retention runs with it when given
+/// (a process that shares its ledger leaves it to the leader: [`retain`]).
+pub async fn run(runner: Runner, retention: Option<Retention>, warm_idle: Duration) -> String {
     let start = tokio::time::Instant::now();
     let mut full = tokio::time::interval_at(start + INTERVAL, INTERVAL);
     let warm_every = (warm_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
@@ -121,6 +122,20 @@ pub async fn run(runner: Runner, retention: Retention, warm_idle: Duration) -> S
         if removed + collected > 0 {
             tracing::info!(removed, collected, "workspace gc");
         }
+        if let Some(retention) = retention
+            && let Err(e) = prune(&runner, retention, false).await
+        {
+            tracing::error!(error = %e, "retention failed; retrying at the next gc");
+        }
+    }
+}
+
+/// Retention alone, every [`INTERVAL`]: the leader's loop in a farm of several
+/// processes.
+pub async fn retain(runner: Runner, retention: Retention) -> String {
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + INTERVAL, INTERVAL);
+    loop {
+        every.tick().await;
         if let Err(e) = prune(&runner, retention, false).await {
             tracing::error!(error = %e, "retention failed; retrying at the next gc");
         }

@@ -59,20 +59,20 @@ pub fn read_all(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// How much of a log's end its last lines are looked for in.
+const TAIL_WINDOW: u64 = 256 * 1024;
+
 /// The last `n` lines of a file, reading at most its last 256 KiB. A missing file
 /// has no lines.
 pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
-    let Some(mut f) = open_regular(path) else {
-        return Vec::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(256 * 1024);
-    if f.seek(SeekFrom::Start(start)).is_err() {
-        return Vec::new();
-    }
-    let mut buf = Vec::new();
-    let _ = Read::by_ref(&mut f).take(256 * 1024).read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
+    let (start, buf) = tail_window(path, TAIL_WINDOW);
+    last_lines(start, &buf, n)
+}
+
+/// The last `n` lines of a window of a log that starts at byte `start` (a first
+/// line cut by the window is dropped).
+fn last_lines(start: u64, buf: &[u8], n: usize) -> Vec<String> {
+    let text = String::from_utf8_lossy(buf);
     let mut lines: Vec<&str> = text.lines().collect();
     if start > 0 && !lines.is_empty() {
         lines.remove(0); // a partial first line
@@ -140,4 +140,73 @@ pub fn missing_tool(log: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// Where a job's log is read: its file on this host (a farm alone on its SQLite
+/// ledger), or the ledger (PostgreSQL: the job may run on another host, whose
+/// runner stores its log there as it grows).
+#[derive(Clone, Debug)]
+pub enum LogStore {
+    /// Files in the logs directory.
+    Files(std::path::PathBuf),
+    /// Chunks in the ledger.
+    Ledger(crate::ledger::Db),
+}
+
+impl LogStore {
+    /// The log's size in bytes now.
+    pub async fn size(&self, id: &str) -> u64 {
+        match self {
+            LogStore::Files(dir) => tokio::fs::metadata(path(dir, id))
+                .await
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .map_or(0, |m| m.len()),
+            LogStore::Ledger(db) => {
+                let id = id.to_owned();
+                db.read(move |l| l.log_size(&id)).await.unwrap_or(0)
+            }
+        }
+    }
+
+    /// Up to `max` bytes from `offset`.
+    pub async fn read(&self, id: &str, offset: u64, max: u64) -> Vec<u8> {
+        match self {
+            LogStore::Files(dir) => {
+                let p = path(dir, id);
+                tokio::task::spawn_blocking(move || read_from(&p, offset, max))
+                    .await
+                    .unwrap_or_default()
+            }
+            LogStore::Ledger(db) => {
+                let id = id.to_owned();
+                db.read(move |l| l.log_read(&id, offset, max))
+                    .await
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// The last bytes, at most `max`: `(start, bytes)` as [`tail_window`].
+    pub async fn tail_window(&self, id: &str, max: u64) -> (u64, Vec<u8>) {
+        match self {
+            LogStore::Files(dir) => {
+                let p = path(dir, id);
+                tokio::task::spawn_blocking(move || tail_window(&p, max))
+                    .await
+                    .unwrap_or_default()
+            }
+            LogStore::Ledger(_) => {
+                let size = self.size(id).await;
+                let start = size.saturating_sub(max);
+                (start, self.read(id, start, size - start).await)
+            }
+        }
+    }
+
+    /// The last `n` lines, looked for in the last 256 KiB.
+    pub async fn tail_lines(&self, id: &str, n: usize) -> Vec<String> {
+        let (start, buf) = self.tail_window(id, TAIL_WINDOW).await;
+        last_lines(start, &buf, n)
+    }
 }

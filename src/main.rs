@@ -28,6 +28,14 @@ enum Command {
     /// TOML file named by CRAFTING_CONFIG (see the README). Stops cleanly on SIGINT or
     /// SIGTERM; exits non-zero if any part of the farm stops.
     Serve,
+    /// Run jobs for a farm whose ledger is PostgreSQL: no API, no registry; claims
+    /// queued jobs (worker count and per-project caps as `serve`), runs them in
+    /// the sandbox, stores logs and findings in the ledger.
+    ///
+    /// Needs CRAFTING_LEDGER=postgres://… and CRAFTING_RUNNER_NAME (unique in the
+    /// farm, stable across restarts); leases last CRAFTING_LEASE_SECS (30). Stops
+    /// cleanly on SIGINT or SIGTERM (running jobs are cancelled).
+    Runner,
     /// Check every manifest under DIR and print each problem as path:line:col: message.
     ///
     /// Exits 0 when every manifest is valid, 1 when any is not.
@@ -167,7 +175,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve => serve(),
+        Command::Serve => serve(false),
+        Command::Runner => serve(true),
         Command::Validate { dir } => validate(dir),
         Command::Plan { dir } => plan(dir),
         Command::Mcp => mcp(),
@@ -285,7 +294,7 @@ fn client(req: Request, json: bool) -> ExitCode {
     ExitCode::from(rt.block_on(cli::execute(req, json)))
 }
 
-fn serve() -> ExitCode {
+fn serve(runner: bool) -> ExitCode {
     let cfg = match load_config() {
         Ok(c) => c,
         Err(code) => return code,
@@ -300,7 +309,12 @@ fn serve() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(crafting_table::serve::run(cfg)) {
+    let ran = if runner {
+        rt.block_on(crafting_table::serve::run_runner(cfg))
+    } else {
+        rt.block_on(crafting_table::serve::run(cfg))
+    };
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("crafting-table: {e}");

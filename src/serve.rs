@@ -74,6 +74,36 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
     result
 }
 
+/// `crafting-table runner`: claims and runs jobs of a PostgreSQL ledger until a
+/// signal (Ok) or a part's failure (Err).
+pub async fn run_runner(cfg: Config) -> Result<(), ServeError> {
+    let workers = cfg.workers;
+    let mut p = crate::farm::RunnerProcess::start(cfg, FarmOptions::default()).await?;
+    tracing::info!(
+        name = %p.runner.name(),
+        workers,
+        swept = p.swept,
+        sandbox = %p.sandbox,
+        "runner started: claiming queued jobs"
+    );
+    println!(
+        "crafting-table runner {} · {} workers · sandbox {}",
+        p.runner.name(),
+        workers,
+        p.sandbox
+    );
+    let result = tokio::select! {
+        () = signal() => Ok(()),
+        e = p.stopped() => Err(e),
+    };
+    match &result {
+        Ok(()) => tracing::info!("signal received: stopping running jobs, then exiting"),
+        Err(e) => tracing::error!("{e}; stopping the runner"),
+    }
+    p.stop("runner shutting down").await;
+    result
+}
+
 async fn signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (

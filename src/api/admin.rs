@@ -18,15 +18,52 @@ use crate::ledger::JobStatus;
 
 /// `GET /healthz`: no bearer, LAN only.
 pub async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (counts, status) = state
+    let shared = state.db.is_postgres();
+    let (counts, status, runners, busy, leader) = state
         .db
-        .read(|l| Ok((l.job_counts()?, l.registry_status()?)))
+        .read(move |l| {
+            Ok(if shared {
+                (
+                    l.job_counts()?,
+                    l.registry_status()?,
+                    l.runners()?,
+                    l.running_by_runner()?,
+                    l.leader()?,
+                )
+            } else {
+                (
+                    l.job_counts()?,
+                    l.registry_status()?,
+                    Vec::new(),
+                    Vec::new(),
+                    None,
+                )
+            })
+        })
         .await?;
     let count = |s: JobStatus| counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
+    let now = state.now_ms();
+    let runners: Vec<serde_json::Value> = runners
+        .iter()
+        .filter(|r| r.is_live(now))
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "kind": r.kind,
+                "host": r.host,
+                "workers": r.workers,
+                "running": busy.iter().find(|(n, _)| *n == r.name).map_or(0, |(_, c)| *c),
+                "lease_until": rfc3339(r.lease_until),
+            })
+        })
+        .collect();
     Ok(ok(serde_json::json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
+        "ledger": if shared { "postgres" } else { "sqlite" },
         "workers": state.runner.workers(),
+        "runners": runners,
+        "leader": leader.map(|(name, _)| name),
         "queued": count(JobStatus::Queued),
         "running": count(JobStatus::Running),
         "uptime_secs": state.started.elapsed().as_secs(),

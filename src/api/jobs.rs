@@ -53,6 +53,7 @@ pub fn job_json(j: &Job) -> serde_json::Value {
             (Some(s), Some(f)) => Some((f - s) as f64 / 1000.0),
             _ => None,
         },
+        "runner": j.runner,
     })
 }
 
@@ -227,14 +228,10 @@ pub async fn detail(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let job = visible_job(&state, &caller, &id).await?;
-    let tail = match &job.log_path {
-        Some(p) => {
-            let p = std::path::PathBuf::from(p);
-            tokio::task::spawn_blocking(move || crate::logfile::tail_lines(&p, LOG_TAIL_LINES))
-                .await
-                .unwrap_or_default()
-        }
-        None => Vec::new(),
+    let tail = if job.log_path.is_some() {
+        state.logs.tail_lines(&job.id, LOG_TAIL_LINES).await
+    } else {
+        Vec::new()
     };
     Ok(ok(
         serde_json::json!({"job": job_json(&job), "log_tail": tail}),
@@ -297,8 +294,7 @@ pub async fn log(
         ));
     }
     let job = visible_job(&state, &caller, &id).await?;
-    let path = crate::logfile::path(&state.config.logs_dir(), &job.id);
-    let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+    let size = state.logs.size(&job.id).await;
     let size_header = (
         header::HeaderName::from_static("x-log-size"),
         header::HeaderValue::from(size),
@@ -309,10 +305,7 @@ pub async fn log(
     ];
     if let Some(n) = tail {
         let n = n.min(MAX_TAIL_LINES) as usize;
-        let p = path.clone();
-        let lines = tokio::task::spawn_blocking(move || crate::logfile::tail_lines(&p, n))
-            .await
-            .unwrap_or_default();
+        let lines = state.logs.tail_lines(&job.id, n).await;
         let mut text = lines.join("\n");
         if !text.is_empty() {
             text.push('\n');
@@ -321,23 +314,27 @@ pub async fn log(
     }
     if offset.is_some() || limit.is_some() {
         let (off, max) = (offset.unwrap_or(0), limit.unwrap_or(u64::MAX));
-        let p = path.clone();
-        let bytes = tokio::task::spawn_blocking(move || crate::logfile::read_from(&p, off, max))
-            .await
-            .unwrap_or_default();
+        let bytes = state.logs.read(&job.id, off, max).await;
         return Ok((headers, [size_header], bytes).into_response());
     }
     if !follow {
-        let regular = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
-        return match tokio::fs::File::open(&path).await {
-            Ok(f) if regular => Ok((
-                headers,
-                [size_header],
-                Body::from_stream(tokio_util::io::ReaderStream::new(f)),
-            )
-                .into_response()),
-            _ => Ok((headers, Body::empty()).into_response()),
-        };
+        // The log as it is now, in pieces of 1 MiB.
+        let (logs, id) = (state.logs.clone(), job.id.clone());
+        let pieces = futures_util::stream::unfold(0u64, move |at| {
+            let (logs, id) = (logs.clone(), id.clone());
+            async move {
+                if at >= size {
+                    return None;
+                }
+                let piece = logs.read(&id, at, (size - at).min(1 << 20)).await;
+                if piece.is_empty() {
+                    return None;
+                }
+                let next = at + piece.len() as u64;
+                Some((Ok::<_, std::io::Error>(piece), next))
+            }
+        });
+        return Ok((headers, [size_header], Body::from_stream(pieces)).into_response());
     }
     let stream = self::follow(&state, &job, 0).await?;
     Ok((headers, Body::from_stream(stream)).into_response())
@@ -350,7 +347,6 @@ pub async fn follow(
     job: &Job,
     offset: u64,
 ) -> Result<impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + use<>, ApiError> {
-    let path = crate::logfile::path(&state.config.logs_dir(), &job.id);
     // Subscribe before looking at the job: its end cannot slip between the two.
     let events = state.events.subscribe();
     let job_id = job.id.clone();
@@ -361,7 +357,7 @@ pub async fn follow(
         .is_none_or(|j| j.status.is_terminal());
     Ok(futures_util::stream::unfold(
         Follow {
-            path,
+            logs: state.logs.clone(),
             offset,
             ended,
             events,
@@ -370,7 +366,7 @@ pub async fn follow(
         },
         |mut f| async move {
             loop {
-                let chunk = read_from(&f.path, f.offset).await;
+                let chunk = f.logs.read(&f.job_id, f.offset, 1 << 20).await;
                 if !chunk.is_empty() {
                     f.offset += chunk.len() as u64;
                     return Some((Ok::<_, std::io::Error>(chunk), f));
@@ -389,7 +385,7 @@ pub async fn follow(
 
 /// A log being followed.
 struct Follow {
-    path: std::path::PathBuf,
+    logs: crate::logfile::LogStore,
     offset: u64,
     ended: bool,
     events: tokio::sync::broadcast::Receiver<std::sync::Arc<FarmEvent>>,
@@ -432,13 +428,6 @@ impl Follow {
             }
         }
     }
-}
-
-async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || crate::logfile::read_from(&path, offset, 1 << 20))
-        .await
-        .unwrap_or_default()
 }
 
 /// Query of `GET /jobs/{id}/findings`.

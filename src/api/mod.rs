@@ -68,6 +68,8 @@ pub struct AppState {
     pub started: Instant,
     /// Reconcile figures for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Where job logs are read.
+    pub logs: crate::logfile::LogStore,
 }
 
 impl AppState {

@@ -61,7 +61,13 @@ fn operation(method: &str, path: &str) -> Value {
                     json!({
                 "status": {"type": "string"}, "version": {"type": "string"}, "workers": {"type": "integer"},
                 "queued": {"type": "integer"}, "running": {"type": "integer"}, "uptime_secs": {"type": "integer"},
-                "registry_revision": {"type": "string", "nullable": true}}),
+                "registry_revision": {"type": "string", "nullable": true},
+                "ledger": {"type": "string", "enum": ["sqlite", "postgres"]},
+                "leader": {"type": "string", "nullable": true},
+                "runners": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "kind": {"type": "string"}, "host": {"type": "string"},
+                    "workers": {"type": "integer"}, "running": {"type": "integer"},
+                    "lease_until": {"type": "string", "format": "date-time"}}}}}),
                     &["workers", "queued", "running"],
                 ),
             )],
@@ -571,7 +577,8 @@ pub fn document() -> Value {
                     "findings_count": {"type": "integer"}, "fixed": {"type": "array", "items": {"type": "string"}},
                     "recipe_snapshot": {"type": "object"},
                     "created_at": {"type": "string", "format": "date-time"}, "started_at": {"type": "string", "format": "date-time", "nullable": true},
-                    "finished_at": {"type": "string", "format": "date-time", "nullable": true}, "duration_secs": {"type": "number", "nullable": true}}},
+                    "finished_at": {"type": "string", "format": "date-time", "nullable": true}, "duration_secs": {"type": "number", "nullable": true},
+                    "runner": {"type": "string", "nullable": true}}},
                 "Project": {"type": "object", "required": ["name", "git_url", "subprojects", "source"], "properties": {
                     "name": {"type": "string"}, "git_url": {"type": "string"}, "default_branch": {"type": "string"},
                     "languages": {"type": "array", "items": {"type": "string"}}, "owners": {"type": "array", "items": {"type": "string"}},

@@ -39,6 +39,8 @@ pub async fn with_ledger<T: Send + 'static>(
 /// The farm's handle on its ledger: one writer, a pool of readers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
+    is_postgres: bool,
+    origin: Arc<str>,
     writer: SharedLedger,
     readers: Arc<Vec<SharedLedger>>,
     next: Arc<AtomicUsize>,
@@ -58,13 +60,9 @@ impl Db {
         let writer = Ledger::open_postgres(url)?;
         let mut conns = Vec::new();
         for _ in 0..readers.max(1) {
-            conns.push(Arc::new(Mutex::new(Ledger::connect_postgres(url)?)));
+            conns.push(Ledger::connect_postgres(url)?);
         }
-        Ok(Db {
-            writer: Arc::new(Mutex::new(writer)),
-            readers: Arc::new(conns),
-            next: Arc::default(),
-        })
+        Ok(Db::assemble(writer, conns))
     }
 
     /// Wraps an open ledger, adding `readers` read-only connections to its file.
@@ -72,13 +70,34 @@ impl Db {
         let path = writer.path().to_owned();
         let mut conns = Vec::new();
         for _ in 0..readers.max(1) {
-            conns.push(Arc::new(Mutex::new(Ledger::open_read_only(&path)?)));
+            conns.push(Ledger::open_read_only(&path)?);
         }
-        Ok(Db {
+        Ok(Db::assemble(writer, conns))
+    }
+
+    fn assemble(mut writer: Ledger, mut conns: Vec<Ledger>) -> Db {
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        writer.set_origin(&origin);
+        for c in &mut conns {
+            c.set_origin(&origin);
+        }
+        Db {
+            is_postgres: writer.is_postgres(),
+            origin: origin.into(),
             writer: Arc::new(Mutex::new(writer)),
-            readers: Arc::new(conns),
+            readers: Arc::new(conns.into_iter().map(|c| Arc::new(Mutex::new(c))).collect()),
             next: Arc::default(),
-        })
+        }
+    }
+
+    /// Whether the ledger is a PostgreSQL database (several processes may share it).
+    pub fn is_postgres(&self) -> bool {
+        self.is_postgres
+    }
+
+    /// This process's name in the ledger's notifications.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// Runs `f` on the write connection (SQL only; see the module doc).

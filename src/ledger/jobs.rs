@@ -149,12 +149,14 @@ pub struct Job {
     pub started_at: Option<i64>,
     /// Finished (ms).
     pub finished_at: Option<i64>,
+    /// The runner process that ran (or runs) it.
+    pub runner: Option<String>,
 }
 
 pub(super) const JOB_COLUMNS: &str =
     "id, project_name, subproject, recipe, trigger, schedule_name, git_ref, sha, status,
     exit_code, error, recipe_snapshot_json, log_path, pgid, pgid_start_time, worktree_path,
-    findings_count, fixed_json, created_at, started_at, finished_at";
+    findings_count, fixed_json, created_at, started_at, finished_at, runner";
 
 pub(super) fn job_from_row(r: &Row) -> Result<Job, RowError> {
     let status: String = r.get(8)?;
@@ -180,6 +182,7 @@ pub(super) fn job_from_row(r: &Row) -> Result<Job, RowError> {
         created_at: r.get(18)?,
         started_at: r.get(19)?,
         finished_at: r.get(20)?,
+        runner: r.get(21)?,
     })
 }
 
@@ -202,7 +205,8 @@ impl Ledger {
     /// Enqueues a job; when an identical job (project, subproject, recipe, ref) is
     /// still queued, returns that one instead and `true`.
     pub fn enqueue_job(&mut self, new: &NewJob, now: i64) -> Result<(Job, bool), LedgerError> {
-        self.transaction(|sql| enqueue_in(sql, new, now))
+        let origin = self.origin.clone();
+        self.transaction(|sql| enqueue_in(sql, &origin, new, now))
     }
 
     /// One job by id.
@@ -277,6 +281,10 @@ impl Ledger {
              WHERE id = ?1 AND status = 'queued'",
             args![id, reason, now],
         )?;
+        if n == 1 {
+            self.sql()
+                .notify(&super::note(&self.origin, "finished", id))?;
+        }
         Ok(n == 1)
     }
 }
@@ -284,6 +292,7 @@ impl Ledger {
 /// Enqueues inside an open transaction (see [`Ledger::enqueue_job`]).
 pub(super) fn enqueue_in(
     sql: &Sql<'_>,
+    origin: &str,
     new: &NewJob,
     now: i64,
 ) -> Result<(Job, bool), LedgerError> {
@@ -319,6 +328,7 @@ pub(super) fn enqueue_in(
         ],
         job_from_row,
     )?;
+    sql.notify(&super::note(origin, "queued", &job.id))?;
     Ok((job, false))
 }
 
@@ -385,10 +395,15 @@ impl Ledger {
         now: i64,
     ) -> Result<bool, LedgerError> {
         let n = self.sql().execute(
-            "UPDATE jobs SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5
+            "UPDATE jobs SET status = ?2, exit_code = ?3, error = ?4, finished_at = ?5,
+               lease_until = NULL
              WHERE id = ?1 AND status = 'running'",
             args![id, status.as_str(), exit_code, error, now],
         )?;
+        if n == 1 {
+            self.sql()
+                .notify(&super::note(&self.origin, "finished", id))?;
+        }
         Ok(n == 1)
     }
 }

@@ -8,7 +8,7 @@
 //! Times are INTEGER milliseconds since the Unix epoch (UTC).
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 const V1: &str = r#"
 CREATE TABLE tokens (
@@ -303,4 +303,44 @@ CREATE TABLE ui_sessions (
     expires_at  INTEGER NOT NULL
 );
 CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
+"#;
+
+/// Several processes, one farm: which runner runs a job and until when its lease
+/// holds, a cancel request its runner acts on, the runners themselves, and job
+/// logs kept in the ledger (with PostgreSQL, so every host reads them).
+const V6: &str = r#"
+ALTER TABLE jobs ADD COLUMN runner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+ALTER TABLE jobs ADD COLUMN cancel_requested TEXT;
+CREATE INDEX jobs_by_runner ON jobs (runner, status);
+CREATE TABLE runners (
+    name        TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    pid_start   INTEGER NOT NULL,
+    workers     INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL,
+    stopped_at  INTEGER
+);
+CREATE TABLE job_log_chunks (
+    job_id      TEXT NOT NULL,
+    start_at    INTEGER NOT NULL,
+    end_at      INTEGER NOT NULL,
+    data        BLOB NOT NULL,
+    PRIMARY KEY (job_id, start_at)
+);
+CREATE TABLE farm_leader (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    name        TEXT NOT NULL,
+    since       INTEGER NOT NULL
+);
+CREATE TABLE reconcile_requests (
+    id          INTEGER PRIMARY KEY,
+    asked_by    TEXT NOT NULL,
+    asked_at    INTEGER NOT NULL,
+    done_at     INTEGER,
+    outcome_json TEXT
+);
 "#;

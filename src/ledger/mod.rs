@@ -8,6 +8,7 @@
 //! binary without touching it, turns on WAL (`synchronous=NORMAL`), foreign keys and
 //! a busy timeout, then applies the missing [`migrations`] in order.
 
+pub mod bus;
 mod digests;
 mod findings;
 mod handle;
@@ -17,6 +18,7 @@ mod objects;
 mod patches;
 mod pg;
 mod retention;
+mod runners;
 mod schedules;
 pub mod sql;
 mod tokens;
@@ -30,6 +32,7 @@ pub use objects::*;
 pub use patches::*;
 pub use pg::display_url as display_postgres_url;
 pub use retention::*;
+pub use runners::*;
 pub use schedules::*;
 pub use tokens::*;
 pub use views::*;
@@ -38,6 +41,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
+
+/// A notification's text: what happened, the process it happened in, to which
+/// job (see [`runners::Note`]).
+pub(crate) fn note(origin: &str, kind: &str, id: &str) -> String {
+    format!("{kind} {origin} {id}")
+}
 
 /// How long a statement waits for a lock held by another connection.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -202,6 +211,8 @@ enum Backend {
 pub struct Ledger {
     conn: Backend,
     path: PathBuf,
+    /// Names this process in the notifications it sends (so it can skip its own).
+    origin: String,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -229,6 +240,7 @@ impl Ledger {
         Ok(Ledger {
             conn: Backend::Sqlite(conn),
             path: path.to_owned(),
+            origin: String::new(),
         })
     }
 
@@ -247,6 +259,7 @@ impl Ledger {
         Ok(Ledger {
             conn: Backend::Sqlite(conn),
             path: path.to_owned(),
+            origin: String::new(),
         })
     }
 
@@ -273,6 +286,16 @@ impl Ledger {
     /// Whether this ledger is a PostgreSQL database.
     pub fn is_postgres(&self) -> bool {
         matches!(self.conn, Backend::Pg(_))
+    }
+
+    /// Names the process in the notifications this connection sends.
+    pub fn set_origin(&mut self, origin: &str) {
+        origin.clone_into(&mut self.origin);
+    }
+
+    /// The process name notifications carry.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The ledger file.

@@ -28,6 +28,7 @@ pub fn ddl(sqlite: &str) -> String {
         )
         .replace("INTEGER", "BIGINT")
         .replace(" REAL", " DOUBLE PRECISION")
+        .replace(" BLOB", " BYTEA")
 }
 
 /// `postgres://user@host:port/db`, without a password, for messages.
@@ -52,9 +53,50 @@ pub fn display_url(config: &tokio_postgres::Config) -> String {
 pub(crate) struct Dialer {
     config: tokio_postgres::Config,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    shown: PathBuf,
 }
 
 impl Dialer {
+    /// The dialer of the ledger at `url`.
+    pub(crate) fn parse(url: &str) -> Result<Dialer, LedgerError> {
+        Dialer::new(url, &shown(url))
+    }
+
+    /// `e` as a ledger error naming the server.
+    pub(crate) fn error(&self, source: tokio_postgres::Error) -> LedgerError {
+        LedgerError::Postgres {
+            path: self.shown.clone(),
+            source,
+        }
+    }
+
+    /// A new connection whose notifications' payloads arrive on the receiver
+    /// (which closes when the connection does). Async: the bus's own.
+    pub(crate) async fn listen(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::sync::mpsc::UnboundedReceiver<String>,
+        ),
+        tokio_postgres::Error,
+    > {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = match &self.tls {
+            None => {
+                let (client, conn) = self.config.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(super::bus::drive(conn, tx));
+                client
+            }
+            Some(tls) => {
+                let (client, conn) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(super::bus::drive(conn, tx));
+                client
+            }
+        };
+        Ok((client, rx))
+    }
+
     fn new(url: &str, shown: &Path) -> Result<Dialer, LedgerError> {
         let config: tokio_postgres::Config =
             url.parse().map_err(|source| LedgerError::Postgres {
@@ -62,7 +104,11 @@ impl Dialer {
                 source,
             })?;
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
-            return Ok(Dialer { config, tls: None });
+            return Ok(Dialer {
+                config,
+                tls: None,
+                shown: shown.to_owned(),
+            });
         }
         // TLS by rustls with the public roots; `sslmode=prefer` (the default) falls
         // back to plain TCP when the server offers no TLS, `require` does not.
@@ -82,6 +128,7 @@ impl Dialer {
         Ok(Dialer {
             config,
             tls: Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls)),
+            shown: shown.to_owned(),
         })
     }
 
@@ -129,11 +176,15 @@ impl Ledger {
     }
 }
 
-fn open(url: &str, migrating: bool) -> Result<Ledger, LedgerError> {
-    let shown = url
-        .parse::<tokio_postgres::Config>()
+/// The ledger's address as messages show it.
+fn shown(url: &str) -> PathBuf {
+    url.parse::<tokio_postgres::Config>()
         .map(|c| PathBuf::from(display_url(&c)))
-        .unwrap_or_else(|_| PathBuf::from("postgres://(unparsable address)"));
+        .unwrap_or_else(|_| PathBuf::from("postgres://(unparsable address)"))
+}
+
+fn open(url: &str, migrating: bool) -> Result<Ledger, LedgerError> {
+    let shown = shown(url);
     let driver = Driver::new().map_err(|source| LedgerError::Io {
         path: shown.clone(),
         source,
@@ -158,6 +209,7 @@ fn open(url: &str, migrating: bool) -> Result<Ledger, LedgerError> {
     let ledger = Ledger {
         conn: Backend::Pg(Box::new(RefCell::new(pg))),
         path: shown,
+        origin: String::new(),
     };
     let found = ledger.schema_version()?;
     if found > super::latest_version() {

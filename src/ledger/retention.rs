@@ -110,6 +110,7 @@ impl Ledger {
             let mut n = 0;
             for id in ids {
                 sql.execute("DELETE FROM findings WHERE job_id = ?1", args![id])?;
+                sql.execute("DELETE FROM job_log_chunks WHERE job_id = ?1", args![id])?;
                 n += sql.execute(
                     "UPDATE jobs SET pruned_at = ?2 WHERE id = ?1 AND pruned_at IS NULL",
                     args![id, now],

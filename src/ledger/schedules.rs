@@ -66,6 +66,7 @@ impl Ledger {
         fire: &Fire<'_>,
         now: i64,
     ) -> Result<Option<Vec<Job>>, LedgerError> {
+        let origin = self.origin().to_owned();
         self.transaction(|sql| {
             let inserted = sql.execute(
                 "INSERT INTO schedule_fires (schedule_name, fire_time, fired_at, jobs_enqueued, note)
@@ -99,7 +100,7 @@ impl Ledger {
             }
             let mut jobs = Vec::new();
             for j in fire.jobs {
-                jobs.push(enqueue_in(sql, j, now)?.0);
+                jobs.push(enqueue_in(sql, &origin, j, now)?.0);
             }
             Ok(Some(jobs))
         })

@@ -258,6 +258,9 @@ fn sqlite_row(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Row> {
     Ok(Row(cols))
 }
 
+/// The channel of the farm's notifications (see [`Sql::notify`]).
+pub const CHANNEL: &str = "crafting_table";
+
 /// Where statements go.
 enum Engine<'c> {
     Sqlite(&'c rusqlite::Connection),
@@ -377,6 +380,27 @@ impl<'c> Sql<'c> {
         let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         stmt.execute(rusqlite::params_from_iter(Self::params(args)))
             .map_err(|e| self.err(e))
+    }
+
+    /// Tells every process listening on the farm's channel (PostgreSQL's
+    /// `NOTIFY`, delivered when the transaction commits); nothing with SQLite,
+    /// where one process is the whole farm.
+    pub fn notify(&self, payload: &str) -> Result<(), LedgerError> {
+        match self.engine {
+            Engine::Sqlite(_) => Ok(()),
+            Engine::Pg(_) => self
+                .query(
+                    "SELECT CAST(pg_notify(?1, CAST(?2 AS TEXT)) AS TEXT)",
+                    args![CHANNEL, payload],
+                    |_| Ok(()),
+                )
+                .map(|_| ()),
+        }
+    }
+
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.engine, Engine::Pg(_))
     }
 
     /// Runs several statements with no parameters (a migration).

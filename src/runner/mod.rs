@@ -56,6 +56,19 @@ pub struct RunnerConfig {
     /// The `secrets.toml` of the data directory (read when a job asks for a
     /// secret `CRAFTING_SECRET_<NAME>` does not give).
     pub secrets_file: Option<PathBuf>,
+    /// The name jobs record as their runner (`CRAFTING_RUNNER_NAME`; `local` for a
+    /// farm alone on its SQLite ledger).
+    pub name: String,
+    /// With a ledger several processes share: how long a job's lease lasts
+    /// without renewal (`CRAFTING_LEASE_SECS`). The runner renews its jobs' leases
+    /// three times per period, keeps its logs in the ledger, and sweeps only its
+    /// own jobs at start.
+    pub lease: Option<Duration>,
+}
+
+/// The line the leader appends to the log of a job whose runner lost its lease.
+pub fn lost_line(runner: &str) -> String {
+    format!("runner {runner} lost, job orphaned")
 }
 
 /// Called after each job with the job, its log file and its worktree (still
@@ -80,6 +93,9 @@ struct Running {
     wrote: Arc<tokio::sync::Notify>,
     cancel: watch::Sender<bool>,
     reason: Arc<Mutex<Option<String>>>,
+    /// Set when the runner lost the job's lease: it is stopped and nothing more
+    /// is written for it.
+    lost: Arc<AtomicBool>,
 }
 
 /// The phases of a job the runner times, in order: fetch and check out, record the
@@ -146,6 +162,9 @@ struct Inner {
     wake: Notify,
     idle: Notify,
     running: Mutex<HashMap<String, Running>>,
+    /// Wake-ups of followers of jobs that run in another process (woken by the
+    /// ledger's notifications).
+    remote_wakes: Mutex<HashMap<String, std::sync::Weak<tokio::sync::Notify>>>,
     hooks: Mutex<Vec<AfterJob>>,
     stopping: AtomicBool,
 }
@@ -183,6 +202,7 @@ impl Runner {
                 wake: Notify::new(),
                 idle: Notify::new(),
                 running: Mutex::default(),
+                remote_wakes: Mutex::default(),
                 hooks: Mutex::default(),
                 stopping: AtomicBool::new(false),
                 phases: Mutex::default(),
@@ -252,10 +272,201 @@ impl Runner {
         self.inner.wake.notify_one();
     }
 
-    /// A notification woken after each write to a running job's log (`None` when
-    /// the job does not run here).
+    /// A notification woken after each write to a running job's log: its own
+    /// writes when it runs here, else (with a shared ledger) the ledger's word that
+    /// its runner stored more of it. `None` when neither can come.
     pub fn log_written(&self, id: &str) -> Option<Arc<tokio::sync::Notify>> {
-        lock(&self.inner.running).get(id).map(|r| r.wrote.clone())
+        if let Some(r) = lock(&self.inner.running).get(id) {
+            return Some(r.wrote.clone());
+        }
+        if !self.inner.db.is_postgres() {
+            return None;
+        }
+        let mut wakes = lock(&self.inner.remote_wakes);
+        wakes.retain(|_, w| w.strong_count() > 0);
+        if let Some(n) = wakes.get(id).and_then(std::sync::Weak::upgrade) {
+            return Some(n);
+        }
+        let n = Arc::new(tokio::sync::Notify::new());
+        wakes.insert(id.to_owned(), Arc::downgrade(&n));
+        Some(n)
+    }
+
+    /// The lease period, with a shared ledger.
+    pub fn lease(&self) -> Option<Duration> {
+        self.inner.cfg.lease
+    }
+
+    /// This runner's name.
+    pub fn name(&self) -> &str {
+        &self.inner.cfg.name
+    }
+
+    /// Acts on what another process of the farm did (with a shared ledger):
+    /// wakes the dispatcher for new or ended jobs, followers for new log bytes,
+    /// stops a job of ours whose cancel was asked, and publishes the other
+    /// processes' job events on this one's channel.
+    pub async fn on_note(&self, note: &crate::ledger::Note) {
+        if note.origin == self.inner.db.origin() {
+            return;
+        }
+        match note.kind.as_str() {
+            "log" => {
+                if let Some(n) = lock(&self.inner.remote_wakes)
+                    .get(&note.id)
+                    .and_then(std::sync::Weak::upgrade)
+                {
+                    n.notify_waiters();
+                }
+            }
+            "cancel" if lock(&self.inner.running).contains_key(&note.id) => {
+                let id = note.id.clone();
+                let why = self
+                    .inner
+                    .db
+                    .read(move |l| l.cancel_request(&id))
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "cancelled".to_owned());
+                self.stop_local(&note.id, &why);
+            }
+            "queued" | "started" | "finished" => {
+                let id = note.id.clone();
+                let Ok(Some(job)) = self.inner.db.read(move |l| l.get_job(&id)).await else {
+                    return;
+                };
+                match note.kind.as_str() {
+                    "queued" => self.inner.events.publish(FarmEvent::JobQueued { job }),
+                    "started" => self.inner.events.publish(FarmEvent::JobStarted { job }),
+                    _ => {
+                        if let Some(n) = lock(&self.inner.remote_wakes)
+                            .get(&note.id)
+                            .and_then(std::sync::Weak::upgrade)
+                        {
+                            n.notify_waiters();
+                        }
+                        self.publish_finished(job).await;
+                    }
+                }
+                self.wake();
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops a job running here (its end is recorded as cancelled with `why`).
+    fn stop_local(&self, id: &str, why: &str) -> bool {
+        match lock(&self.inner.running).get(id) {
+            Some(r) => {
+                *lock(&r.reason) = Some(why.to_owned());
+                let _ = r.cancel.send(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Renews this runner's leases every third of the lease period (with a shared
+    /// ledger; returns at once otherwise). A job the ledger no longer has running
+    /// here (the leader failed it after the lease ran out) is stopped and nothing
+    /// more is written for it; so is every job when renewals fail for a whole
+    /// period. Cancel requests from other processes are acted on here too.
+    pub async fn keep_leases(&self) -> String {
+        let Some(lease) = self.inner.cfg.lease else {
+            return std::future::pending().await;
+        };
+        let pid = i64::from(std::process::id());
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            let (name, until) = (self.inner.cfg.name.clone(), self.lease_until());
+            let Some(until) = until else { continue };
+            match self
+                .inner
+                .db
+                .write(move |l| l.renew_runner(&name, pid, until))
+                .await
+            {
+                Ok(r) if r.held => {
+                    last_ok = Instant::now();
+                    let mine: Vec<String> = lock(&self.inner.running).keys().cloned().collect();
+                    for id in mine {
+                        if !r.running.contains(&id) {
+                            self.lose(&id, "its lease was lost: the farm failed it meanwhile");
+                        }
+                    }
+                    for (id, why) in r.cancels {
+                        self.stop_local(&id, &why);
+                    }
+                }
+                Ok(_) => {
+                    return format!(
+                        "the runner name {} was taken over by another process",
+                        self.inner.cfg.name
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the runner's leases");
+                    if last_ok.elapsed() >= lease {
+                        let mine: Vec<String> = lock(&self.inner.running).keys().cloned().collect();
+                        for id in mine {
+                            self.lose(&id, "its lease could not be renewed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops a job whose lease is gone; nothing more is written for it.
+    fn lose(&self, id: &str, why: &str) {
+        if let Some(r) = lock(&self.inner.running).get(id) {
+            if !r.lost.swap(true, Ordering::SeqCst) {
+                tracing::warn!(job = %id, "stopping the job: {why}");
+            }
+            *lock(&r.reason) = Some(why.to_owned());
+            let _ = r.cancel.send(true);
+        }
+    }
+
+    /// Until when a lease taken or renewed now lasts (`None` without leases).
+    fn lease_until(&self) -> Option<i64> {
+        self.inner
+            .cfg
+            .lease
+            .map(|l| self.now_ms() + l.as_millis() as i64)
+    }
+
+    /// The leader's part: fails every job whose runner's lease ran out, with the
+    /// line saying which runner was lost. Returns how many.
+    pub async fn expire_leases(&self) -> Result<usize, LedgerError> {
+        let now = self.now_ms();
+        let expired = self.inner.db.read(move |l| l.expired_jobs(now)).await?;
+        let mut n = 0;
+        for job in expired {
+            let line = lost_line(job.runner.as_deref().unwrap_or("(unknown)"));
+            let log_line = format!("{}{line}\n", logfile::FARM_PREFIX);
+            let (id, now) = (job.id.clone(), self.now_ms());
+            let done = self
+                .inner
+                .db
+                .write(move |l| {
+                    Ok(if l.orphan_job(&id, &line, &log_line, now)? {
+                        l.get_job(&id)?
+                    } else {
+                        None
+                    })
+                })
+                .await?;
+            if let Some(j) = done {
+                tracing::warn!(job = %j.id, runner = ?j.runner, "job orphaned: its runner's lease ran out");
+                n += 1;
+                self.publish_finished(j).await;
+                self.wake();
+            }
+        }
+        Ok(n)
     }
 
     /// Where jobs spent their time ([`PHASES`]).
@@ -292,7 +503,19 @@ impl Runner {
 
     /// Fails every job a previous process left `running`. Returns how many.
     pub async fn sweep(&self) -> Result<usize, LedgerError> {
-        let stale = self.inner.db.read(|l| l.running_jobs()).await?;
+        let name = self.inner.cfg.name.clone();
+        let shared = self.inner.cfg.lease.is_some();
+        let stale = self
+            .inner
+            .db
+            .read(move |l| {
+                if shared {
+                    l.running_jobs_of(&name)
+                } else {
+                    l.running_jobs()
+                }
+            })
+            .await?;
         let stale: Vec<_> = {
             let running = lock(&self.inner.running);
             stale
@@ -323,6 +546,9 @@ impl Runner {
             }
             let log = self.log_path(&job.id);
             logfile::append_line(&log, ORPHAN_LINE);
+            if shared {
+                self.ship_log(&job.id, &log).await;
+            }
             // The recorded worktree, or the one a crash mid-checkout left before it
             // could be recorded (found by the crash soak).
             let ws = self.inner.workspace.clone();
@@ -359,9 +585,7 @@ impl Runner {
 
     /// Cancels a job: a queued one at once, a running one by stopping its group.
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<CancelResult, LedgerError> {
-        if let Some(r) = lock(&self.inner.running).get(id) {
-            *lock(&r.reason) = Some(reason.to_owned());
-            let _ = r.cancel.send(true);
+        if self.stop_local(id, reason) {
             return Ok(CancelResult::Stopping);
         }
         let (id2, reason2, now) = (id.to_owned(), reason.to_owned(), self.now_ms());
@@ -381,9 +605,13 @@ impl Runner {
             Some(_) if cancelled => CancelResult::Cancelled,
             // Claimed between the two looks: it is starting; stop it once it runs.
             Some(j) if j.status == JobStatus::Running => {
-                if let Some(r) = lock(&self.inner.running).get(id) {
-                    *lock(&r.reason) = Some(reason.to_owned());
-                    let _ = r.cancel.send(true);
+                if !self.stop_local(id, reason) {
+                    // It runs in another process: ask its runner, through the ledger.
+                    let (id2, reason2) = (id.to_owned(), reason.to_owned());
+                    self.inner
+                        .db
+                        .write(move |l| l.request_cancel(&id2, &reason2))
+                        .await?;
                 }
                 CancelResult::Stopping
             }
@@ -464,11 +692,12 @@ impl Runner {
             }
             let log = self.log_path(&job.id);
             let (id, log_s, now) = (job.id.clone(), log.display().to_string(), self.now_ms());
+            let (name, until) = (self.inner.cfg.name.clone(), self.lease_until());
             let claimed = self
                 .inner
                 .db
                 .write(move |l| {
-                    if l.claim_job(&id, &log_s, now)? {
+                    if l.claim_job_as(&id, &log_s, now, &name, until, cap)? {
                         l.get_job(&id)
                     } else {
                         Ok(None)
@@ -483,6 +712,7 @@ impl Runner {
                 .publish(FarmEvent::JobStarted { job: job.clone() });
             let (tx, rx) = watch::channel(false);
             let reason = Arc::new(Mutex::new(None));
+            let lost = Arc::new(AtomicBool::new(false));
             lock(&self.inner.running).insert(
                 job.id.clone(),
                 Running {
@@ -490,6 +720,7 @@ impl Runner {
                     wrote: Arc::default(),
                     cancel: tx,
                     reason: reason.clone(),
+                    lost: lost.clone(),
                 },
             );
             *per_project.entry(job.project.clone()).or_default() += 1;
@@ -506,7 +737,8 @@ impl Runner {
                 // is recorded as a farm error and its worker slot is freed.
                 let runner = me.clone();
                 let ran =
-                    tokio::spawn(async move { runner.run_job(job, url, rx, reason).await }).await;
+                    tokio::spawn(async move { runner.run_job(job, url, rx, reason, lost).await })
+                        .await;
                 if let Err(e) = ran {
                     tracing::error!(job = %id, error = %e, "job task failed");
                     me.finish(
@@ -560,6 +792,9 @@ impl Runner {
 
     /// Records a job's end, then publishes `JobFinished` with its findings.
     async fn finish(&self, id: &str, status: JobStatus, code: Option<i64>, error: Option<String>) {
+        if self.inner.cfg.lease.is_some() {
+            self.ship_log(id, &self.log_path(id)).await;
+        }
         if let Some(job) = self.record_end(id, status, code, error).await {
             self.publish_finished(job).await;
         }
@@ -628,15 +863,73 @@ impl Runner {
         });
     }
 
+    /// Stores in the ledger what the job's log file holds beyond what is stored
+    /// (with a shared ledger, where other hosts read logs). Returns the size
+    /// stored. The file holds masked output only: a secret split across writes is
+    /// held back by the masker until decided, so no chunk carries part of one.
+    async fn ship_log(&self, id: &str, log: &Path) -> u64 {
+        let (id, log, db) = (id.to_owned(), log.to_owned(), self.inner.db.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut at = match db.read_blocking(|l| l.log_size(&id)) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "cannot read the stored log's size");
+                    return 0;
+                }
+            };
+            loop {
+                let data = logfile::read_from(&log, at, 1 << 20);
+                if data.is_empty() {
+                    return at;
+                }
+                if let Err(e) = db.write_blocking(|l| l.append_log(&id, at, &data)) {
+                    tracing::warn!(job = %id, error = %e, "cannot store the job's log");
+                    return at;
+                }
+                at += data.len() as u64;
+            }
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    /// Ships the log as it grows (woken by the job's writes, at most ten times a
+    /// second) until `done` is set; the caller ships the rest.
+    fn ship_while_running(
+        &self,
+        id: &str,
+        log: &Path,
+        done: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.inner.cfg.lease?;
+        let wrote = self.log_written(id)?;
+        let (me, id, log) = (self.clone(), id.to_owned(), log.to_owned());
+        let mut done = done;
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = wrote.notified() => {}
+                    _ = done.changed() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                me.ship_log(&id, &log).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }))
+    }
+
     async fn run_job(
         &self,
         job: Job,
         url: String,
         cancel: watch::Receiver<bool>,
         reason: Arc<Mutex<Option<String>>>,
+        lost: Arc<AtomicBool>,
     ) {
         let started = Instant::now();
         let log = self.log_path(&job.id);
+        let (ship_done, ship_rx) = watch::channel(false);
+        let shipper = self.ship_while_running(&job.id, &log, ship_rx);
         if let Err(e) = std::fs::create_dir_all(&self.inner.cfg.logs_dir) {
             tracing::error!(error = %e, "cannot create logs directory");
         }
@@ -909,6 +1202,18 @@ impl Runner {
             .await
             .unwrap_or(false);
         laps.lap(5);
+        let _ = ship_done.send(true);
+        if let Some(s) = shipper {
+            let _ = s.await;
+        }
+        if lost.load(Ordering::SeqCst) {
+            // The farm failed it when its lease ran out: write nothing more.
+            logfile::append_line(&log, "stopped: this runner lost the job's lease");
+            return;
+        }
+        if self.inner.cfg.lease.is_some() {
+            self.ship_log(&job.id, &log).await;
+        }
         let ended = self.record_end(&job.id, status, code, error).await;
         laps.lap(6);
         self.record_phases(laps.t);

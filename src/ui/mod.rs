@@ -608,10 +608,9 @@ pub struct LogTail {
     pub end: u64,
 }
 
-fn log_tail(path: &std::path::Path) -> LogTail {
-    let (start, bytes) = crate::logfile::tail_window(path, PAGE_LOG_BYTES);
+fn log_tail(start: u64, bytes: &[u8]) -> LogTail {
     let end = start + bytes.len() as u64;
-    let text = String::from_utf8_lossy(&bytes);
+    let text = String::from_utf8_lossy(bytes);
     let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut cut = false;
     if start > 0 && !lines.is_empty() {
@@ -639,10 +638,8 @@ async fn job(
     let job = visible_job(&state, &s.caller, &id).await?;
     let jid = job.id.clone();
     let findings = state.db.read(move |l| l.findings_of_job(&jid)).await?;
-    let path = crate::logfile::path(&state.config.logs_dir(), &job.id);
-    let log = tokio::task::spawn_blocking(move || log_tail(&path))
-        .await
-        .unwrap_or_default();
+    let (start, bytes) = state.logs.tail_window(&job.id, PAGE_LOG_BYTES).await;
+    let log = log_tail(start, &bytes);
     Ok(html(pages::job(
         &s.caller,
         &job,
@@ -659,11 +656,8 @@ async fn job_log(
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
     let job = visible_job(&state, &s.caller, &id).await?;
-    let path = crate::logfile::path(&state.config.logs_dir(), &job.id);
-    let body = match tokio::fs::File::open(&path).await {
-        Ok(f) => axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f)),
-        Err(_) => axum::body::Body::empty(),
-    };
+    let size = state.logs.size(&job.id).await;
+    let body = axum::body::Body::from(state.logs.read(&job.id, 0, size).await);
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),

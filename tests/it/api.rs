@@ -78,7 +78,7 @@ impl App {
                 .map(|s| ("CRAFTING_WEBHOOK_SECRET", s.to_owned())),
         )
         .collect();
-        if let Some((k, v)) = crate::postgres::ledger_setting() {
+        for (k, v) in crate::postgres::ledger_setting() {
             env.insert(k, v);
         }
         let lookup = move |k: &str| env.get(k).cloned();

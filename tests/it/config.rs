@@ -235,12 +235,22 @@ fn bad_values_name_the_variable() {
         (
             "CRAFTING_WORKERS",
             "0",
-            "CRAFTING_WORKERS: `0` is not a positive whole number",
+            "CRAFTING_WORKERS: `0` would run no job at all: 0 is only for a farm on PostgreSQL whose jobs run in `crafting-table runner` processes (CRAFTING_LEDGER=postgres://…)",
         ),
         (
             "CRAFTING_WORKERS",
             "four",
-            "CRAFTING_WORKERS: `four` is not a positive whole number",
+            "CRAFTING_WORKERS: `four` is not a whole number from 0 to 1024",
+        ),
+        (
+            "CRAFTING_RUNNER_NAME",
+            "no spaces",
+            "CRAFTING_RUNNER_NAME: `no spaces` is not a runner name: 1 to 64 letters, digits, `-`, `_` or `.`",
+        ),
+        (
+            "CRAFTING_LEASE_SECS",
+            "1",
+            "CRAFTING_LEASE_SECS: `1` is not between 3 and 3600 seconds",
         ),
         (
             "CRAFTING_WORKERS",
@@ -295,7 +305,7 @@ fn smtp_host_without_from() {
 fn bad_file_values_name_the_key() {
     assert_eq!(
         err(&[], Some("workers = 0\n")),
-        "ct.toml: key `workers`: `0` is not a positive whole number"
+        "ct.toml: key `workers`: `0` would run no job at all: 0 is only for a farm on PostgreSQL whose jobs run in `crafting-table runner` processes (CRAFTING_LEDGER=postgres://…)"
     );
     assert_eq!(
         err(&[], Some("bind = true\n")),
@@ -339,4 +349,23 @@ fn unreadable_config_file_stops_the_binary() {
         stderr.contains("CRAFTING_CONFIG: cannot read `/nonexistent/crafting-table.toml`: No such file or directory"),
         "{stderr}"
     );
+}
+
+#[test]
+fn runners_on_postgres() {
+    let c = cfg(
+        &[
+            ("CRAFTING_LEDGER", "postgres://farm@db.lan/farm"),
+            ("CRAFTING_WORKERS", "0"),
+            ("CRAFTING_RUNNER_NAME", "build-01.lan"),
+            ("CRAFTING_LEASE_SECS", "12"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.workers, 0, "0 workers: jobs run in runner processes");
+    assert_eq!(c.runner_name.as_deref(), Some("build-01.lan"));
+    assert_eq!(c.lease_secs, 12);
+    let d = cfg(&[], None).unwrap();
+    assert_eq!((d.runner_name, d.lease_secs), (None, 30));
 }

@@ -19,6 +19,7 @@ mod patcher;
 mod postgres;
 mod reconcile;
 mod runner;
+mod runners;
 mod sandbox;
 mod scheduler;
 mod schema;

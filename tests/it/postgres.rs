@@ -20,12 +20,12 @@ pub fn server() -> Option<String> {
     url
 }
 
-/// `CRAFTING_LEDGER` for a farm under test: a fresh PostgreSQL database when the
-/// suite runs with `CRAFTING_TEST_LEDGER=postgres` (how `.ci/run` runs the API
-/// tests a second time), else nothing (the SQLite file in the data directory).
-pub fn ledger_setting() -> Option<(&'static str, String)> {
+/// The settings of a farm under test: with `CRAFTING_TEST_LEDGER=postgres` (how
+/// `.ci/run` runs the API tests a second time), a fresh PostgreSQL database and a
+/// runner name; else nothing (the SQLite file in the data directory).
+pub fn ledger_setting() -> Vec<(&'static str, String)> {
     if std::env::var("CRAFTING_TEST_LEDGER").as_deref() != Ok("postgres") {
-        return None;
+        return Vec::new();
     }
     let base = std::env::var("CRAFTING_TEST_POSTGRES")
         .expect("CRAFTING_TEST_LEDGER=postgres needs CRAFTING_TEST_POSTGRES");
@@ -33,7 +33,10 @@ pub fn ledger_setting() -> Option<(&'static str, String)> {
     let url = std::thread::spawn(move || fresh_database(&base))
         .join()
         .expect("a fresh database");
-    Some(("CRAFTING_LEDGER", url))
+    vec![
+        ("CRAFTING_LEDGER", url),
+        ("CRAFTING_RUNNER_NAME", "test-serve".to_owned()),
+    ]
 }
 
 /// A new, empty database on the server at `base`; returns its URL.

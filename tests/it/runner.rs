@@ -72,6 +72,8 @@ impl Farm {
                 registry_base: reg,
                 sandbox: Default::default(),
                 secrets_file: None,
+                name: "local".to_owned(),
+                lease: None,
             },
             db.clone(),
             Workspace::new(tmp.path().join("data/workspace")),

@@ -34,7 +34,7 @@ pub async fn start_with(data: &Path, env: &[(&str, String)], opts: FarmOptions) 
     map.insert("CRAFTING_DATA_DIR".into(), data.display().to_string());
     map.insert("CRAFTING_BIND".into(), "127.0.0.1:0".into());
     map.insert("CRAFTING_LAN_CIDRS".into(), "127.0.0.0/8".into());
-    if let Some((k, v)) = crate::postgres::ledger_setting() {
+    for (k, v) in crate::postgres::ledger_setting() {
         map.entry(k.to_owned()).or_insert(v);
     }
     let lookup = move |k: &str| map.get(k).cloned();

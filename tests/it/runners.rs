@@ -1,0 +1,511 @@
+//! Several processes, one farm, on a real PostgreSQL server: `serve` with no
+//! workers and `crafting-table runner` processes, as separate binaries.
+//!
+//! - two runners drain one queue: every job succeeds once, both runners work,
+//!   per-project caps hold at every moment (the commands stamp their own start
+//!   and end), logs are readable and followable through the API;
+//! - a runner killed with SIGKILL mid-job: the leader fails its job with the
+//!   orphan line within two lease periods, the other runner goes on, the killed
+//!   one restarts under its name and runs jobs again;
+//! - two `serve` processes: one leads; killing it hands the lead to the other.
+//!
+//! Skipped (saying so) without `CRAFTING_TEST_POSTGRES`, unless
+//! `CRAFTING_PG_TESTS=required`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A farm process (`serve` or `runner`) as a child.
+struct Proc {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT` for `serve`.
+    base: String,
+}
+
+impl Proc {
+    /// Starts `crafting-table <what>` with `env`; returns once it printed the line
+    /// starting with `ready` (the banner's `try` line, the runner's first line).
+    fn start(what: &str, data: &Path, env: &[(&str, String)], ready: &str) -> Proc {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_crafting-table"));
+        cmd.arg(what)
+            .current_dir(data.parent().unwrap())
+            .env("CRAFTING_DATA_DIR", data)
+            .env("CRAFTING_BIND", format!("127.0.0.1:{port}"))
+            .env_remove("CRAFTING_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).unwrap();
+            assert!(n > 0, "{what} exited before it was ready: {seen:?}");
+            let done = line.trim_start().starts_with(ready);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Proc {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn serve(data: &Path, env: &[(&str, String)]) -> Proc {
+        Proc::start("serve", data, env, "try")
+    }
+
+    fn runner(data: &Path, env: &[(&str, String)], name: &str) -> Proc {
+        let mut env = env.to_vec();
+        env.push(("CRAFTING_RUNNER_NAME", name.to_owned()));
+        Proc::start("runner", data, &env, "crafting-table runner")
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Api {
+    base: String,
+    bearer: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(&self.bearer);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.bearer)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn enqueue(&self, project: &str, recipe: &str) -> String {
+        let (code, v) = self
+            .call(
+                "POST",
+                &format!("/projects/{project}/jobs"),
+                Some(json!({"recipe": recipe})),
+            )
+            .await;
+        assert_eq!(code, 201, "{v}");
+        v["job_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        self.call("GET", &format!("/jobs/{id}"), None).await.1
+    }
+
+    /// Waits (polling the API, as a user's script would) until `pred` holds.
+    async fn wait_job(&self, id: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let v = self.job(id).await;
+            if pred(&v["job"]) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "job {id}: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A registry with projects `p1` (at most 2 jobs at once) and `p2` (1), each
+/// with commands `c0`..`c{n-1}` that stamp their start and end in `stamps`, and
+/// `hang` and `talk`.
+fn registry(root: &Path, stamps: &Path, n: usize) -> (PathBuf, crate::helpers::Repo) {
+    let repo = crate::helpers::Repo::new();
+    repo.write("README.md", "x\n").commit("one");
+    let reg = root.join("registry");
+    std::fs::create_dir_all(&reg).unwrap();
+    for (project, cap) in [("p1", 2), ("p2", 1)] {
+        let mut commands = String::new();
+        for i in 0..n {
+            commands += &format!(
+                "        c{i}: 'echo \"start {project} $CRAFTING_JOB_ID $(date +%s%N)\" >> {s}; echo hello from $CRAFTING_JOB_ID; sleep 0.2; echo \"end {project} $CRAFTING_JOB_ID $(date +%s%N)\" >> {s}'\n",
+                s = stamps.display()
+            );
+        }
+        commands += "        hang: 'echo hanging; sleep 4711'\n";
+        commands += "        talk: 'echo first line; sleep 1; echo second line'\n";
+        std::fs::write(
+            reg.join(format!("{project}.yaml")),
+            format!(
+                "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: {project}\nspec:\n  git_url: {}\n  max_concurrent_jobs: {cap}\n  subprojects:\n    - path: .\n      commands:\n{commands}",
+                repo.path.display()
+            ),
+        )
+        .unwrap();
+    }
+    (reg, repo)
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    _repo: crate::helpers::Repo,
+    root: PathBuf,
+    env: Vec<(&'static str, String)>,
+    stamps: PathBuf,
+}
+
+fn setup(lease_secs: u32) -> Option<Setup> {
+    let base = crate::postgres::server()?;
+    let url = std::thread::spawn(move || crate::postgres::fresh_database(&base))
+        .join()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_owned();
+    let shared = root.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let stamps = shared.join("stamps");
+    let (reg, repo) = registry(&root, &stamps, 20);
+    let env = vec![
+        ("CRAFTING_LEDGER", url),
+        ("CRAFTING_REGISTRY", reg.display().to_string()),
+        ("CRAFTING_LEASE_SECS", lease_secs.to_string()),
+        ("CRAFTING_SANDBOX_WRITABLE", shared.display().to_string()),
+        ("CRAFTING_LAN_CIDRS", "127.0.0.0/8".to_owned()),
+    ];
+    Some(Setup {
+        _tmp: tmp,
+        _repo: repo,
+        root,
+        env,
+        stamps,
+    })
+}
+
+impl Setup {
+    fn with(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        env
+    }
+
+    fn api(&self, serve: &Proc, data: &str) -> Api {
+        let bearer = std::fs::read_to_string(self.root.join(data).join("admin-bearer.txt"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Api {
+            base: serve.base.clone(),
+            bearer,
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_drain_one_queue() {
+    let Some(s) = setup(30) else { return };
+    let serve = Proc::serve(&s.root.join("serve"), &s.with(&[("CRAFTING_WORKERS", "0")]));
+    let api = s.api(&serve, "serve");
+    let env = s.with(&[("CRAFTING_WORKERS", "2")]);
+    let _r1 = Proc::runner(&s.root.join("r1"), &env, "r1");
+    let _r2 = Proc::runner(&s.root.join("r2"), &env, "r2");
+    let (_, health) = api.call("GET", "/healthz", None).await;
+    assert_eq!(health["workers"], 0, "{health}");
+    let names: HashSet<&str> = health["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, HashSet::from(["r1", "r2"]), "{health}");
+
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        for p in ["p1", "p2"] {
+            ids.push(api.enqueue(p, &format!("c{i}")).await);
+        }
+    }
+    let mut by_runner: BTreeMap<String, usize> = BTreeMap::new();
+    for id in &ids {
+        let v = api
+            .wait_job(id, Duration::from_secs(180), |j| {
+                !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
+            })
+            .await;
+        assert_eq!(v["job"]["status"], "succeeded", "{v}");
+        *by_runner
+            .entry(v["job"]["runner"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        by_runner.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["r1", "r2"],
+        "both runners ran jobs: {by_runner:?}"
+    );
+
+    // Each job ran once; per project, never more at once than its cap.
+    let stamps = std::fs::read_to_string(&s.stamps).unwrap();
+    let mut starts: HashMap<String, usize> = HashMap::new();
+    let mut events: Vec<(u128, i32, String)> = Vec::new();
+    for line in stamps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let at: u128 = f[3].parse().unwrap();
+        if f[0] == "start" {
+            *starts.entry(f[2].to_owned()).or_default() += 1;
+            events.push((at, 1, f[1].to_owned()));
+        } else {
+            events.push((at, -1, f[1].to_owned()));
+        }
+    }
+    assert_eq!(starts.len(), 40, "every job ran");
+    assert!(
+        starts.values().all(|n| *n == 1),
+        "no job ran twice: {starts:?}"
+    );
+    events.sort();
+    let mut now: HashMap<String, i32> = HashMap::new();
+    for (at, d, project) in &events {
+        let n = now.entry(project.clone()).or_default();
+        *n += d;
+        let cap = if project == "p1" { 2 } else { 1 };
+        assert!(*n <= cap, "{project} ran {n} jobs at once at {at}");
+    }
+
+    // A log is readable from the API host, whichever runner wrote it.
+    let log = api.text(&format!("/jobs/{}/log", ids[0])).await;
+    assert!(log.contains(&format!("hello from {}", ids[0])), "{log}");
+    assert!(log.contains("exit 0"), "{log}");
+    // And followable while it is written.
+    let talk = api.enqueue("p2", "talk").await;
+    api.wait_job(&talk, Duration::from_secs(60), |j| j["status"] != "queued")
+        .await;
+    let followed = api.text(&format!("/jobs/{talk}/log?follow=1")).await;
+    assert!(
+        followed.contains("first line") && followed.contains("second line"),
+        "{followed}"
+    );
+    assert!(followed.trim_end().ends_with("after 1.0s") || followed.contains("exit 0"));
+    let v = api.job(&talk).await;
+    assert_eq!(v["job"]["status"], "succeeded", "{v}");
+}
+
+/// Processes whose command line holds `needle`.
+fn pids_with(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(needle)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runner_loses_its_job_and_comes_back() {
+    let lease = 3;
+    let Some(s) = setup(lease) else { return };
+    let serve = Proc::serve(&s.root.join("serve"), &s.with(&[("CRAFTING_WORKERS", "0")]));
+    let api = s.api(&serve, "serve");
+    let env = s.with(&[("CRAFTING_WORKERS", "1")]);
+    let mut runners = HashMap::new();
+    runners.insert("r1", Proc::runner(&s.root.join("r1"), &env, "r1"));
+    runners.insert("r2", Proc::runner(&s.root.join("r2"), &env, "r2"));
+
+    let hang = api.enqueue("p1", "hang").await;
+    let v = api
+        .wait_job(&hang, Duration::from_secs(60), |j| j["status"] == "running")
+        .await;
+    let victim = v["job"]["runner"].as_str().unwrap().to_owned();
+    let other = if victim == "r1" { "r2" } else { "r1" };
+    // Wait for the command itself, then kill its runner hard.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids_with("sleep 4711").is_empty() {
+        assert!(Instant::now() < deadline, "the job's command never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed_at = Instant::now();
+    let mut proc = runners.remove(victim.as_str()).unwrap();
+    let pid = proc.pid();
+    assert!(!proc.signal(libc::SIGKILL).success());
+
+    // The other runner keeps working meanwhile.
+    let quick = api.enqueue("p2", "c0").await;
+    let v = api
+        .wait_job(&quick, Duration::from_secs(60), |j| {
+            !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
+        })
+        .await;
+    assert_eq!(
+        (v["job"]["status"].as_str(), v["job"]["runner"].as_str()),
+        (Some("succeeded"), Some(other)),
+        "{v}"
+    );
+
+    let v = api
+        .wait_job(&hang, Duration::from_secs(4 * u64::from(lease) + 10), |j| {
+            j["status"] != "running"
+        })
+        .await;
+    let took = killed_at.elapsed();
+    assert!(
+        took <= Duration::from_secs(2 * u64::from(lease) + 2),
+        "orphaned after {took:?}, more than two lease periods"
+    );
+    assert_eq!(v["job"]["status"], "failed", "{v}");
+    assert_eq!(v["job"]["exit_code"], -1, "{v}");
+    assert_eq!(
+        v["log_tail"].as_array().unwrap().last().unwrap(),
+        &format!("[crafting-table] runner {victim} lost, job orphaned")
+    );
+    // In the sandbox the job's processes died with their runner.
+    assert_eq!(
+        pids_with("sleep 4711"),
+        Vec::<i32>::new(),
+        "runner pid {pid}"
+    );
+
+    // Restarted under its name, the killed runner works again.
+    drop(runners.remove(other));
+    let _back = Proc::runner(&s.root.join(&victim), &env, &victim);
+    let again = api.enqueue("p1", "c1").await;
+    let v = api
+        .wait_job(&again, Duration::from_secs(60), |j| {
+            !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
+        })
+        .await;
+    assert_eq!(
+        (v["job"]["status"].as_str(), v["job"]["runner"].as_str()),
+        (Some("succeeded"), Some(victim.as_str())),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_name_is_held_by_one_live_process() {
+    let Some(s) = setup(30) else { return };
+    let env = s.with(&[("CRAFTING_WORKERS", "1")]);
+    let _r1 = Proc::runner(&s.root.join("r1"), &env, "twin");
+    let out = Command::new(env!("CARGO_BIN_EXE_crafting-table"))
+        .arg("runner")
+        .env("CRAFTING_DATA_DIR", s.root.join("r2"))
+        .env("CRAFTING_RUNNER_NAME", "twin")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the name `twin` is held by a live process"),
+        "{err}"
+    );
+    // Without PostgreSQL there is nothing to take jobs from.
+    let out = Command::new(env!("CARGO_BIN_EXE_crafting-table"))
+        .arg("runner")
+        .env("CRAFTING_DATA_DIR", s.root.join("r3"))
+        .env("CRAFTING_RUNNER_NAME", "solo")
+        .env_remove("CRAFTING_LEDGER")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CRAFTING_LEDGER: a runner takes its jobs from a PostgreSQL ledger"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_hands_the_lead_over() {
+    let Some(s) = setup(30) else { return };
+    let env = s.with(&[("CRAFTING_WORKERS", "0")]);
+    let mut first = Proc::serve(&s.root.join("s1"), &env);
+    let api1 = s.api(&first, "s1");
+    // The first one leads (it was alone).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let (_, h) = api1.call("GET", "/healthz", None).await;
+        if let Some(l) = h["leader"].as_str() {
+            break l.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no leader: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let second = Proc::serve(&s.root.join("s2"), &env);
+    let api2 = Api {
+        base: second.base.clone(),
+        bearer: api1.bearer.clone(),
+        http: reqwest::Client::new(),
+    };
+    let (_, h) = api2.call("GET", "/healthz", None).await;
+    assert_eq!(h["leader"].as_str(), Some(leader.as_str()), "{h}");
+    assert!(!first.signal(libc::SIGKILL).success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, h) = api2.call("GET", "/healthz", None).await;
+        if h["leader"].as_str().is_some_and(|l| l != leader) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lead was not handed over: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The new leader reconciles: the registry's projects are there.
+    let (code, v) = api2.call("POST", "/registry/reconcile", None).await;
+    assert_eq!(code, 200, "{v}");
+}
