@@ -425,6 +425,54 @@ async fn lead_when_elected(
     }
 }
 
+/// The leader's loop that reconciles for the processes that do not lead: each
+/// request handed over through the ledger is answered with the outcome (requests
+/// that arrive while one runs share the next run, as local ones do).
+async fn answer_handoffs(bus: crate::ledger::bus::Bus, db: Db, trigger: Trigger) -> String {
+    use crate::ledger::bus::BusEvent;
+    let mut notes = bus.subscribe();
+    // Requests asked in the last minute, before this process led.
+    let since = crate::clock::system().now_ms() - 60_000;
+    let mut pending: Vec<i64> = db
+        .read(move |l| l.pending_reconciles(since))
+        .await
+        .unwrap_or_default();
+    loop {
+        if pending.is_empty() {
+            match notes.recv().await {
+                Ok(e) => {
+                    if let BusEvent::Note(n) = &*e
+                        && n.kind == "reconcile"
+                        && let Ok(id) = n.id.parse()
+                    {
+                        pending.push(id);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    pending = db
+                        .read(move |l| l.pending_reconciles(since))
+                        .await
+                        .unwrap_or_default();
+                }
+                Err(_) => return "the farm's bus closed".to_owned(),
+            }
+            continue;
+        }
+        let result = trigger.run_now().await;
+        let text = match crate::api::reconcile_body(&result) {
+            Ok(v) => v.to_string(),
+            Err(e) => serde_json::json!({ "error": e }).to_string(),
+        };
+        let now = crate::clock::system().now_ms();
+        for id in std::mem::take(&mut pending) {
+            let t = text.clone();
+            if let Err(e) = db.write(move |l| l.answer_reconcile(id, &t, now)).await {
+                tracing::warn!(error = %e, "cannot answer a handed-over reconcile");
+            }
+        }
+    }
+}
+
 /// The leader's loop that fails the jobs of runners whose lease ran out.
 async fn expire_leases(runner: Runner) -> String {
     let every = runner.lease().map_or(Duration::from_secs(10), |l| {
@@ -604,9 +652,24 @@ impl Farm {
             mailer,
         );
 
+        // With PostgreSQL: the bus to the other processes, and the election.
+        let bus = match &ledger_url {
+            None => None,
+            Some(url) => {
+                let name = cfg.runner_name.clone().unwrap_or_else(|| {
+                    format!("serve on {} pid {}", host_name(), std::process::id())
+                });
+                Some(
+                    crate::ledger::bus::Bus::start(url, Some(name), Duration::from_secs(1))
+                        .await
+                        .map_err(|e| startup("the farm's bus", &e))?,
+                )
+            }
+        };
         let metrics = Arc::new(Metrics::default());
         let config = Arc::new(cfg);
         let state = AppState {
+            bus: bus.clone(),
             db: db.clone(),
             config: config.clone(),
             runner: runner.clone(),
@@ -662,6 +725,7 @@ impl Farm {
             let secrets = opts.secrets.clone();
             let registry = registry.clone();
             let shared = ledger_url.is_some();
+            let lead_bus = bus.clone();
             move || {
                 let mut tasks: Vec<(&'static str, JoinHandle<String>)> = Vec::new();
                 let schedule_wake = Arc::new(Notify::new());
@@ -717,6 +781,12 @@ impl Farm {
                         public_url,
                     )),
                 ));
+                if let Some(b) = &lead_bus {
+                    tasks.push((
+                        "handoff",
+                        tokio::spawn(answer_handoffs(b.clone(), db.clone(), trigger.clone())),
+                    ));
+                }
                 if shared {
                     tasks.push(("leases", tokio::spawn(expire_leases(runner.clone()))));
                     tasks.push((
@@ -727,15 +797,9 @@ impl Farm {
                 tasks
             }
         };
-        match &ledger_url {
+        match bus {
             None => tasks.extend(lead()),
-            Some(url) => {
-                let name = config.runner_name.clone().unwrap_or_else(|| {
-                    format!("serve on {} pid {}", host_name(), std::process::id())
-                });
-                let b = crate::ledger::bus::Bus::start(url, Some(name), Duration::from_secs(1))
-                    .await
-                    .map_err(|e| startup("the farm's bus", &e))?;
+            Some(b) => {
                 tasks.push(("bus", tokio::spawn(bridge(b.clone(), runner.clone()))));
                 tasks.push(("leader", tokio::spawn(lead_when_elected(b, lead))));
                 if config.workers > 0 {

@@ -331,11 +331,19 @@ pub async fn registry(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (status, manifests) = state
+    let (status, manifests, leader) = state
         .db
-        .read(|l| Ok((l.registry_status()?, l.manifest_statuses()?)))
+        .read(|l| Ok((l.registry_status()?, l.manifest_statuses()?, l.leader()?)))
         .await?;
     let status = status.unwrap_or_default();
+    // With SQLite this process is the whole farm; with PostgreSQL the leader is
+    // the `serve` that reconciles.
+    let leader = match &state.bus {
+        None => None,
+        Some(_) => {
+            leader.map(|(name, since)| serde_json::json!({"name": name, "since": rfc3339(since)}))
+        }
+    };
     let manifests: Vec<serde_json::Value> = manifests
         .iter()
         .map(|m| {
@@ -359,17 +367,22 @@ pub async fn registry(
         "last_error": status.last_error,
         "counts": status.counts,
         "in_progress": state.reconcile.in_progress(),
+        "leader": leader,
         "manifests": manifests,
     })))
 }
 
-/// `POST /registry/reconcile` (admin): reconciles now and answers with the outcome.
-pub async fn reconcile_now(
-    State(state): State<AppState>,
-    _admin: Admin,
-) -> Result<impl IntoResponse, ApiError> {
-    match state.reconcile.run_now().await {
-        Ok(o) => Ok(ok(serde_json::json!({
+/// How long a process that does not lead waits for the leader to answer a
+/// reconcile it handed over.
+pub const HANDOFF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What `POST /registry/reconcile` answers for a reconcile's result: `Ok` the
+/// outcome, `Err` why the registry could not be read.
+pub fn reconcile_body(
+    r: &crate::reconciler::looped::RunResult,
+) -> Result<serde_json::Value, String> {
+    match r {
+        Ok(o) => Ok(serde_json::json!({
             "revision": o.revision,
             "created": o.plan.count(|a| matches!(a, crate::reconciler::Action::Create)),
             "updated": o.plan.count(|a| matches!(a, crate::reconciler::Action::Update(_))),
@@ -379,12 +392,86 @@ pub async fn reconcile_now(
                 .filter(|d| d.severity == crate::manifest::Severity::Error)
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),
-        }))),
+        })),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// `POST /registry/reconcile` (admin): reconciles now and answers with the outcome
+/// (in a process that does not lead, the leader reconciles and this one answers
+/// with its outcome).
+pub async fn reconcile_now(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = match &state.bus {
+        Some(bus) if !bus.is_leader() => handoff(&state, bus, true).await?,
+        _ => reconcile_body(&state.reconcile.run_now().await),
+    };
+    match body {
+        Ok(v) => Ok(ok(v)),
         Err(e) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "registry_unreachable",
             e,
         )),
+    }
+}
+
+/// Hands a reconcile to the leader through the ledger; with `wait`, waits for its
+/// answer (a 503 naming the leader after [`HANDOFF_DEADLINE`]).
+async fn handoff(
+    state: &AppState,
+    bus: &crate::ledger::bus::Bus,
+    wait: bool,
+) -> Result<Result<serde_json::Value, String>, ApiError> {
+    use crate::ledger::bus::BusEvent;
+    let mut notes = bus.subscribe();
+    let (me, now) = (state.db.origin().to_owned(), state.now_ms());
+    let id = state.db.write(move |l| l.ask_reconcile(&me, now)).await?;
+    if !wait {
+        return Ok(Ok(serde_json::Value::Null));
+    }
+    let deadline = tokio::time::Instant::now() + HANDOFF_DEADLINE;
+    let key = id.to_string();
+    loop {
+        let answer = state.db.read(move |l| l.reconcile_answer(id)).await?;
+        if let Some(text) = answer {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            return Ok(match v.get("error").and_then(|e| e.as_str()) {
+                Some(e) => Err(e.to_owned()),
+                None => Ok(v),
+            });
+        }
+        // Woken by the leader's answer; the bound covers a missed notification.
+        let woke = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + std::time::Duration::from_secs(1)),
+            async {
+                loop {
+                    match notes.recv().await {
+                        Ok(e) if matches!(&*e, BusEvent::Note(n) if n.kind == "reconciled" && n.id == key) => {
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(_) => std::future::pending::<()>().await,
+                    }
+                }
+            },
+        )
+        .await;
+        if woke.is_err() && tokio::time::Instant::now() >= deadline {
+            let leader = state.db.read(|l| l.leader()).await?.map(|(n, _)| n);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "leader_unavailable",
+                format!(
+                    "this process does not lead the farm and the leader ({}) did not answer within {}s",
+                    leader.as_deref().unwrap_or("none elected yet"),
+                    HANDOFF_DEADLINE.as_secs()
+                ),
+            ));
+        }
     }
 }
 
@@ -454,7 +541,12 @@ pub async fn webhook(
             ),
         ));
     }
-    state.reconcile.kick();
+    match &state.bus {
+        Some(bus) if !bus.is_leader() => {
+            let _ = handoff(&state, bus, false).await?;
+        }
+        _ => state.reconcile.kick(),
+    }
     Ok((
         StatusCode::ACCEPTED,
         ok(serde_json::json!({"reconcile": true})),

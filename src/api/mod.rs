@@ -7,6 +7,7 @@
 //! included. Objects a token may not see are 404, never 403.
 
 mod admin;
+pub use admin::reconcile_body;
 mod auth;
 pub use auth::{Caller, ClientAddr, client_addr, token_allows};
 mod digests;
@@ -70,6 +71,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Where job logs are read.
     pub logs: crate::logfile::LogStore,
+    /// With PostgreSQL, the bus to the farm's other processes (and whether this
+    /// one leads); `None` for a farm alone on SQLite.
+    pub bus: Option<crate::ledger::bus::Bus>,
 }
 
 impl AppState {

@@ -410,7 +410,9 @@ fn operation(method: &str, path: &str) -> Value {
                 "200",
                 "status",
                 ok_obj(
-                    json!({"source": {"type": "string"}, "revision": {"type": "string", "nullable": true}, "in_progress": {"type": "boolean"}, "last_error": {"type": "string", "nullable": true}, "manifests": {"type": "array", "items": {"type": "object"}}}),
+                    json!({"source": {"type": "string"}, "revision": {"type": "string", "nullable": true}, "in_progress": {"type": "boolean"}, "last_error": {"type": "string", "nullable": true},
+                        "leader": {"type": "object", "nullable": true, "properties": {"name": {"type": "string"}, "since": {"type": "string", "format": "date-time"}}},
+                        "manifests": {"type": "array", "items": {"type": "object"}}}),
                     &["manifests", "in_progress"],
                 ),
             )],

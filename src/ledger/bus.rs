@@ -85,6 +85,11 @@ impl Bus {
     pub fn leading(&self) -> watch::Receiver<Leading> {
         self.leading.clone()
     }
+
+    /// Whether this process leads now.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow() == Leading::Yes
+    }
 }
 
 async fn run(

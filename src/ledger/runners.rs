@@ -373,6 +373,47 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Asks the leader to reconcile the registry (from a process that does not
+    /// lead); returns the request's id, which the answer's notification carries.
+    pub fn ask_reconcile(&self, asked_by: &str, now: i64) -> Result<i64, LedgerError> {
+        let id: i64 = self.sql().query_one(
+            "INSERT INTO reconcile_requests (asked_by, asked_at) VALUES (?1, ?2) RETURNING id",
+            args![asked_by, now],
+            |r| r.get(0),
+        )?;
+        self.notify("reconcile", &id.to_string())?;
+        Ok(id)
+    }
+
+    /// Requests not answered yet, asked after `since` (ms).
+    pub fn pending_reconciles(&self, since: i64) -> Result<Vec<i64>, LedgerError> {
+        self.sql().query(
+            "SELECT id FROM reconcile_requests WHERE done_at IS NULL AND asked_at >= ?1 ORDER BY id",
+            args![since],
+            |r| r.get(0),
+        )
+    }
+
+    /// The leader's answer to request `id`: the outcome as the API shows it.
+    pub fn answer_reconcile(&self, id: i64, outcome: &str, now: i64) -> Result<(), LedgerError> {
+        self.sql().execute(
+            "UPDATE reconcile_requests SET done_at = ?2, outcome_json = ?3 WHERE id = ?1",
+            args![id, now, outcome],
+        )?;
+        self.notify("reconciled", &id.to_string())
+    }
+
+    /// The answer to request `id`, once there is one.
+    pub fn reconcile_answer(&self, id: i64) -> Result<Option<String>, LedgerError> {
+        self.sql()
+            .query_opt(
+                "SELECT outcome_json FROM reconcile_requests WHERE id = ?1",
+                args![id],
+                |r| r.get::<Option<String>>(0),
+            )
+            .map(Option::flatten)
+    }
+
     /// Records `name` as the farm's leader.
     pub fn set_leader(&self, name: &str, now: i64) -> Result<(), LedgerError> {
         self.sql()

@@ -7,7 +7,8 @@
 //! - a runner killed with SIGKILL mid-job: the leader fails its job with the
 //!   orphan line within two lease periods, the other runner goes on, the killed
 //!   one restarts under its name and runs jobs again;
-//! - two `serve` processes: one leads; killing it hands the lead to the other.
+//! - two `serve` processes: one leads (reconciles, also for the other; fires a
+//!   schedule once); killing it hands the lead to the other.
 //!
 //! Skipped (saying so) without `CRAFTING_TEST_POSTGRES`, unless
 //! `CRAFTING_PG_TESTS=required`.
@@ -469,8 +470,13 @@ async fn a_runner_name_is_held_by_one_live_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_leader_hands_the_lead_over() {
+async fn one_leader_fires_schedules_and_hands_over() {
     let Some(s) = setup(30) else { return };
+    std::fs::write(
+        s.root.join("registry/every-minute.yaml"),
+        "apiVersion: crafting-table/v1\nkind: Schedule\nmetadata:\n  name: every-minute\nspec:\n  cron: '* * * * *'\n  timezone: UTC\n  projects: [p2]\n  recipe: c0\n",
+    )
+    .unwrap();
     let env = s.with(&[("CRAFTING_WORKERS", "0")]);
     let mut first = Proc::serve(&s.root.join("s1"), &env);
     let api1 = s.api(&first, "s1");
@@ -485,6 +491,11 @@ async fn killing_the_leader_hands_the_lead_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let second = Proc::serve(&s.root.join("s2"), &env);
+    let _runner = Proc::runner(
+        &s.root.join("r1"),
+        &s.with(&[("CRAFTING_WORKERS", "1")]),
+        "r1",
+    );
     let api2 = Api {
         base: second.base.clone(),
         bearer: api1.bearer.clone(),
@@ -492,6 +503,43 @@ async fn killing_the_leader_hands_the_lead_over() {
     };
     let (_, h) = api2.call("GET", "/healthz", None).await;
     assert_eq!(h["leader"].as_str(), Some(leader.as_str()), "{h}");
+    // A reconcile asked of the one that does not lead is run by the leader.
+    let (code, v) = api2.call("POST", "/registry/reconcile", None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["unchanged"], 3, "{v}");
+    let (_, v) = api2.call("GET", "/registry", None).await;
+    assert_eq!(v["leader"]["name"].as_str(), Some(leader.as_str()), "{v}");
+
+    // The schedule's next fire runs once, though two processes know it.
+    let scheduled = |v: &Value| -> Vec<String> {
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["schedule"] == "every-minute")
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(75);
+    let fired = loop {
+        let (_, v) = api2.call("GET", "/jobs?limit=50", None).await;
+        let ids = scheduled(&v);
+        if !ids.is_empty() {
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "the schedule never fired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let v = api2
+        .wait_job(&fired[0], Duration::from_secs(60), |j| {
+            !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
+        })
+        .await;
+    assert_eq!(v["job"]["status"], "succeeded", "{v}");
+    let (_, v) = api1.call("GET", "/jobs?limit=50", None).await;
+    assert_eq!(scheduled(&v), fired, "one fire, one job");
+
+    // Killing the leader hands the lead to the other.
     assert!(!first.signal(libc::SIGKILL).success());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -505,7 +553,7 @@ async fn killing_the_leader_hands_the_lead_over() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The new leader reconciles: the registry's projects are there.
+    // The new leader reconciles itself.
     let (code, v) = api2.call("POST", "/registry/reconcile", None).await;
     assert_eq!(code, 200, "{v}");
 }
