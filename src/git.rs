@@ -47,6 +47,8 @@ pub struct Git {
     /// A credential-store file (`https://user:token@host` per line) answered by a
     /// helper that only reads it: git never rewrites or erases a line of it.
     pub credentials: Option<std::path::PathBuf>,
+    /// Extra environment variables (a commit's fixed identity and dates).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Git {
@@ -55,6 +57,7 @@ impl Default for Git {
             http_header: None,
             timeout: LOCAL_TIMEOUT,
             credentials: None,
+            env: Vec::new(),
         }
     }
 }
@@ -68,6 +71,12 @@ impl Git {
     /// The same git answering credential questions from `file` (read only).
     pub fn with_credentials(mut self, file: Option<&Path>) -> Git {
         self.credentials = file.map(Path::to_owned);
+        self
+    }
+
+    /// The same git with `key=value` in its environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Git {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -118,6 +127,9 @@ impl Git {
         .stdin(Stdio::null())
         // A group of its own: a deadline kills git with its transport helpers.
         .process_group(0);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
             // Never ask for a password or a host key; notice a dead peer.
             cmd.env(

@@ -526,6 +526,96 @@ impl Workspace {
             .map(|_| ())
     }
 
+    /// Makes `patch`'s commit in the project's mirror (which must hold its base)
+    /// in a scratch worktree named `scratch`, keeps it under `patch.keep_as`, and
+    /// returns its id: `patch.commit` when made from the same inputs. The patch
+    /// loop makes it first; a runner on another host makes it again for the
+    /// verify job.
+    pub fn make_patch_commit(
+        &self,
+        project: &str,
+        scratch: &str,
+        patch: &crate::manifest::resolve::PatchCommit,
+    ) -> Result<String, String> {
+        let wt = self
+            .add_detached(project, scratch, &patch.base)
+            .map_err(|e| format!("cannot make a worktree at {}: {}", patch.base, e.message))?;
+        let made = (|| {
+            let patch_file = wt.with_extension("diff");
+            std::fs::write(&patch_file, patch.diff.as_bytes())
+                .map_err(|e| format!("cannot write the diff: {e}"))?;
+            let pf = patch_file.display().to_string();
+            let r = Git::new()
+                .run(
+                    Some(&wt),
+                    ["apply", "--index", "--whitespace=nowarn", pf.as_str()],
+                )
+                .map_err(|e| format!("the diff does not apply: {}", e.message));
+            let _ = std::fs::remove_file(&patch_file);
+            r?;
+            let date = format!("@{} +0000", patch.time);
+            let git = Git::new()
+                .with_env("GIT_AUTHOR_NAME", &patch.name)
+                .with_env("GIT_AUTHOR_EMAIL", &patch.email)
+                .with_env("GIT_AUTHOR_DATE", &date)
+                .with_env("GIT_COMMITTER_NAME", &patch.name)
+                .with_env("GIT_COMMITTER_EMAIL", &patch.email)
+                .with_env("GIT_COMMITTER_DATE", &date);
+            git.run(
+                Some(&wt),
+                [
+                    "-c",
+                    "commit.gpgSign=false",
+                    "commit",
+                    "--quiet",
+                    "--no-verify",
+                    "--cleanup=verbatim",
+                    "-m",
+                    patch.message.as_str(),
+                ],
+            )
+            .map_err(|e| format!("cannot commit the change: {}", e.message))?;
+            let commit = git
+                .text(Some(&wt), ["rev-parse", "HEAD"])
+                .map_err(|e| format!("cannot read the commit: {}", e.message))?;
+            git.run(
+                Some(&self.mirror(project)),
+                ["update-ref", patch.keep_as.as_str(), commit.as_str()],
+            )
+            .map_err(|e| format!("cannot keep the commit: {}", e.message))?;
+            Ok(commit)
+        })();
+        self.remove_worktree(project, &wt);
+        made
+    }
+
+    /// Whether the project's mirror holds commit `sha`, fetching `url` once when it
+    /// does not (a runner's mirror may lack a base another host saw).
+    pub fn ensure_commit(&self, project: &str, url: &str, sha: &str) -> Result<bool, GitError> {
+        let git = Git::new();
+        let mirror = self.mirror(project);
+        let lock = self.lock(project);
+        let _guard = match lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if !mirror.join("HEAD").exists() {
+            std::fs::create_dir_all(&mirror).map_err(|e| io_err("create mirror", &e))?;
+            git.run(Some(&mirror), ["init", "--bare", "--quiet"])?;
+        }
+        if resolve_ref(&git, &mirror, sha).is_ok() {
+            return Ok(true);
+        }
+        self.fetch(&git, &mirror, url)?;
+        Ok(resolve_ref(&git, &mirror, sha).is_ok())
+    }
+
+    /// Whether the project's mirror holds commit `sha` (no fetch).
+    pub fn has_commit(&self, project: &str, sha: &str) -> bool {
+        let mirror = self.mirror(project);
+        mirror.join("HEAD").exists() && resolve_ref(&Git::new(), &mirror, sha).is_ok()
+    }
+
     /// Adds a worktree named `name` detached at `sha`, which the mirror already
     /// holds (no fetch): the patch loop's scratch tree.
     pub fn add_detached(&self, project: &str, name: &str, sha: &str) -> Result<PathBuf, GitError> {

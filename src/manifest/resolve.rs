@@ -44,6 +44,32 @@ pub struct Resolved {
     /// How the job's worktree is prepared (`warm` unless a manifest says `fresh`).
     #[serde(default)]
     pub workspace: super::WorkspaceMode,
+    /// A patch-verify job's change: the runner that claims it makes the commit in
+    /// its own mirror when it lacks it (the patch loop's commit lives on one host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<PatchCommit>,
+}
+
+/// A commit made from a diff, reproducibly: the same base, diff, message,
+/// identity and time give the same commit id on every host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchCommit {
+    /// The commit the diff applies to.
+    pub base: String,
+    /// The commit id it makes.
+    pub commit: String,
+    /// The unified diff.
+    pub diff: String,
+    /// The commit message.
+    pub message: String,
+    /// Author and committer name.
+    pub name: String,
+    /// Author and committer e-mail.
+    pub email: String,
+    /// Author and committer time (seconds since the epoch, UTC).
+    pub time: i64,
+    /// The ref that keeps the commit in a mirror.
+    pub keep_as: String,
 }
 
 fn yes() -> bool {
@@ -205,6 +231,7 @@ pub fn resolve(
     }
     env.extend(sp.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     Ok(Resolved {
+        patch: None,
         subproject: normalize_subproject_path(&sp.path).unwrap_or_else(|_| sp.path.clone()),
         recipe: name.to_owned(),
         command,

@@ -637,12 +637,6 @@ impl Patcher {
             return Ending::new("apply_failed", why);
         }
         let ws = self.inner.runner.workspace().clone();
-        let (p, name, sha2, diff_text) = (
-            a.project.clone(),
-            format!("patch-{}", a.id),
-            sha.clone(),
-            draft.diff.clone(),
-        );
         let (author, email) = split_author(&self.inner.cfg.author);
         let message = format!(
             "fix({}): {} in {}\n\nDrafted by crafting-table's patch loop for finding {} ({}).",
@@ -652,53 +646,19 @@ impl Patcher {
             a.fingerprint,
             a.message.lines().next().unwrap_or("")
         );
-        let private = private_ref(a.id);
-        let mirror2 = mirror.clone();
-        let applied = tokio::task::spawn_blocking(move || -> Result<String, String> {
-            let wt = ws
-                .add_detached(&p, &name, &sha2)
-                .map_err(|e| format!("cannot make a worktree at {sha2}: {}", e.message))?;
-            let patch_file = wt.with_extension("diff");
-            std::fs::write(&patch_file, diff_text.as_bytes())
-                .map_err(|e| format!("cannot write the diff: {e}"))?;
-            let git = Git::new();
-            let pf = patch_file.display().to_string();
-            let r = git
-                .run(
-                    Some(&wt),
-                    ["apply", "--index", "--whitespace=nowarn", pf.as_str()],
-                )
-                .map_err(|e| format!("the diff does not apply: {}", e.message));
-            let _ = std::fs::remove_file(&patch_file);
-            r?;
-            let name_cfg = format!("user.name={author}");
-            let email_cfg = format!("user.email={email}");
-            git.run(
-                Some(&wt),
-                [
-                    "-c",
-                    name_cfg.as_str(),
-                    "-c",
-                    email_cfg.as_str(),
-                    "commit",
-                    "--quiet",
-                    "--no-verify",
-                    "-m",
-                    message.as_str(),
-                ],
-            )
-            .map_err(|e| format!("cannot commit the change: {}", e.message))?;
-            let commit = git
-                .text(Some(&wt), ["rev-parse", "HEAD"])
-                .map_err(|e| format!("cannot read the commit: {}", e.message))?;
-            git.run(
-                Some(&mirror2),
-                ["update-ref", private.as_str(), commit.as_str()],
-            )
-            .map_err(|e| format!("cannot keep the commit: {}", e.message))?;
-            Ok(commit)
-        })
-        .await;
+        let mut patch = crate::manifest::resolve::PatchCommit {
+            base: sha.clone(),
+            commit: String::new(),
+            diff: draft.diff.clone(),
+            message,
+            name: author,
+            email,
+            time: self.inner.runner.clock().now_ms() / 1000,
+            keep_as: private_ref(a.id),
+        };
+        let (p, name, made) = (a.project.clone(), format!("patch-{}", a.id), patch.clone());
+        let applied =
+            tokio::task::spawn_blocking(move || ws.make_patch_commit(&p, &name, &made)).await;
         let commit = match applied {
             Ok(Ok(c)) => c,
             Ok(Err(why)) => return Ending::new("apply_failed", why),
@@ -710,17 +670,23 @@ impl Patcher {
 
         // Verifying: the same command of the same subproject, as an ordinary job.
         let mut events = self.inner.runner.events().subscribe();
+        // The job carries the change: a runner on another host, whose mirror
+        // lacks the commit, makes it again from the same inputs.
+        patch.commit = commit.clone();
         let verify = self
             .inner
             .runner
-            .enqueue(JobRequest {
-                project: a.project.clone(),
-                subproject: Some(a.subproject.clone()),
-                recipe: a.recipe.clone(),
-                git_ref: Some(commit.clone()),
-                trigger: Trigger::PatchVerify,
-                schedule: None,
-            })
+            .enqueue_with_patch(
+                JobRequest {
+                    project: a.project.clone(),
+                    subproject: Some(a.subproject.clone()),
+                    recipe: a.recipe.clone(),
+                    git_ref: Some(commit.clone()),
+                    trigger: Trigger::PatchVerify,
+                    schedule: None,
+                },
+                Some(patch),
+            )
             .await;
         let verify = match verify {
             Ok((j, _)) => j,

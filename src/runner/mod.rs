@@ -232,8 +232,22 @@ impl Runner {
     /// Enqueues a job: the one path the API, the scheduler's callers and the patch
     /// loop use. Publishes `JobQueued` (unless coalesced) and wakes the dispatcher.
     pub async fn enqueue(&self, req: JobRequest) -> Result<Enqueued, EnqueueError> {
+        self.enqueue_with_patch(req, None).await
+    }
+
+    /// [`Runner::enqueue`] for a patch-verify job, carrying the change it verifies.
+    pub async fn enqueue_with_patch(
+        &self,
+        req: JobRequest,
+        patch: Option<crate::manifest::resolve::PatchCommit>,
+    ) -> Result<Enqueued, EnqueueError> {
         let snapshot = self.inner.db.read(|l| l.snapshot()).await?;
-        let new = Catalog::new(snapshot).new_job(&req)?;
+        let mut new = Catalog::new(snapshot).new_job(&req)?;
+        if let Some(p) = patch
+            && let (Some(obj), Ok(v)) = (new.snapshot.as_object_mut(), serde_json::to_value(p))
+        {
+            obj.insert("patch".to_owned(), v);
+        }
         let now = self.now_ms();
         let (job, coalesced) = self
             .inner
@@ -950,6 +964,47 @@ impl Runner {
                 return;
             }
         };
+        // A patch-verify job whose commit this host's mirror lacks: make it.
+        if let Some(patch) = resolved.patch.clone() {
+            let ws = self.inner.workspace.clone();
+            let (p, u, id) = (job.project.clone(), url.clone(), job.id.clone());
+            let made = tokio::task::spawn_blocking(move || -> Result<(), String> {
+                if ws.has_commit(&p, &patch.commit) {
+                    return Ok(());
+                }
+                match ws.ensure_commit(&p, &u, &patch.base) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(format!("the base commit {} is not in the project's repository", patch.base)),
+                    Err(e) => return Err(format!("cannot fetch the base commit {}: {}", patch.base, e.message)),
+                }
+                let made = ws.make_patch_commit(&p, &format!("verify-{id}"), &patch)?;
+                if made == patch.commit {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the change made commit {made}, not {} (the patch loop's); not verifying another commit",
+                        patch.commit
+                    ))
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("making the patch's commit failed: {e}")));
+            match made {
+                Ok(()) => logfile::append_line(
+                    &log,
+                    &format!(
+                        "the patch's commit {} is in this host's mirror",
+                        &resolved.patch.as_ref().map_or("", |p| p.commit.as_str())
+                    ),
+                ),
+                Err(msg) => {
+                    logfile::append_line(&log, &msg);
+                    self.finish(&job.id, JobStatus::Error, None, Some(msg))
+                        .await;
+                    return;
+                }
+            }
+        }
         // Fetch and check out.
         let ws = self.inner.workspace.clone();
         let (p, u, r, i) = (

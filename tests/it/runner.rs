@@ -7,6 +7,7 @@ use std::time::Duration;
 use crafting_table::enqueue::{Catalog, JobRequest};
 use crafting_table::events::{Events, FarmEvent};
 use crafting_table::ledger::{Db, Job, JobStatus, Ledger, Trigger};
+use crafting_table::manifest::resolve::PatchCommit;
 use crafting_table::reconciler::reconcile_once;
 use crafting_table::registry::Registry;
 use crafting_table::runner::{CancelResult, Runner, RunnerConfig, process};
@@ -868,4 +869,95 @@ async fn fetches_are_shared_and_skipped_for_known_commits() {
     f.runner.wake();
     f.finished(&id).await;
     assert_eq!(f.runner.workspace().fetch_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_job_makes_its_commit_on_a_host_that_lacks_it() {
+    // The patch loop made a commit from a diff in its own mirror (here: another
+    // workspace); this runner's mirror never saw it. The job carries the change:
+    // the runner makes the same commit and runs the command at it.
+    let f = Farm::new(
+        &one(
+            "app",
+            &[("check", "cat README.md; git log -1 --format=%s")],
+            60,
+        ),
+        1,
+        1 << 20,
+    );
+    let source = f.source_path();
+    let base = crate::helpers::git(&source, &["rev-parse", "HEAD"]);
+    let base = base.trim().to_owned();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = Workspace::new(elsewhere.path().to_owned());
+    let url = source.display().to_string();
+    assert!(other.ensure_commit("app", &url, &base).unwrap());
+    let mut patch = PatchCommit {
+        base: base.clone(),
+        commit: String::new(),
+        diff: "--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-hello\n+hello, patched\n".into(),
+        message: "fix: greet\n\nDrafted for a test.".into(),
+        name: "Patch Bot".into(),
+        email: "bot@farm.lan".into(),
+        time: 1_790_000_000,
+        keep_as: "refs/crafting-table/patches/7".into(),
+    };
+    patch.commit = other.make_patch_commit("app", "patch-7", &patch).unwrap();
+    assert!(!f.runner.workspace().has_commit("app", &patch.commit));
+
+    let (job, _) = f
+        .runner
+        .enqueue_with_patch(
+            JobRequest {
+                project: "app".into(),
+                subproject: None,
+                recipe: "check".into(),
+                git_ref: Some(patch.commit.clone()),
+                trigger: Trigger::PatchVerify,
+                schedule: None,
+            },
+            Some(patch.clone()),
+        )
+        .await
+        .unwrap();
+    let _run = f.start();
+    let j = f.finished(&job.id).await;
+    let log = f.log(&job.id);
+    assert_eq!(j.status, JobStatus::Succeeded, "{log}");
+    assert_eq!(j.sha.as_deref(), Some(patch.commit.as_str()), "{log}");
+    assert!(log.contains("hello, patched\nfix: greet\n"), "{log}");
+
+    // A change that makes another commit (here: another time) is refused, not
+    // verified in place of the loop's.
+    let mut forged = patch.clone();
+    forged.time += 1;
+    forged.keep_as = "refs/crafting-table/patches/8".into();
+    let (job, _) = f
+        .runner
+        .enqueue_with_patch(
+            JobRequest {
+                project: "app".into(),
+                subproject: None,
+                recipe: "check".into(),
+                git_ref: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                trigger: Trigger::PatchVerify,
+                schedule: None,
+            },
+            Some(PatchCommit {
+                commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                ..forged
+            }),
+        )
+        .await
+        .unwrap();
+    f.runner.wake();
+    let j = f.finished(&job.id).await;
+    assert_eq!(j.status, JobStatus::Error);
+    assert!(
+        j.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("not verifying another commit"),
+        "{j:?}"
+    );
 }
