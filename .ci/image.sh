@@ -99,9 +99,13 @@ podman-compose -f compose.yml config >"$work/compose.config" ||
   fail "podman-compose config rejects compose.yml"
 podman-compose -f compose.yml -f compose.network.yml config >"$work/compose-network.config" ||
   fail "podman-compose config rejects compose.yml + compose.network.yml"
+podman-compose -f compose.scale.yml config >"$work/compose-scale.config" ||
+  fail "podman-compose config rejects compose.scale.yml"
+grep -q 'crafting-table' "$work/compose-scale.config" && grep -q 'runner-2' "$work/compose-scale.config" ||
+  fail "compose.scale.yml lost its runners"
 grep -q 'systempaths=unconfined' "$work/compose.config" || fail "compose config lost the sandbox options"
 grep -q 'name: sulkta' "$work/compose-network.config" || fail "compose config lost the external network"
-echo "podman-compose config: compose.yml and compose.network.yml accepted"
+echo "podman-compose config: compose.yml, compose.network.yml and compose.scale.yml accepted"
 # Every variable of the README's configuration table is in .env.example.
 awk '/^## Configuration/{on=1; next} on && /^## /{exit} on && /^\| `CRAFTING_/' README.md |
   cut -d'|' -f2 | grep -o 'CRAFTING_[A-Z0-9_]*[A-Z0-9]' | sort -u >"$work/readme.vars"

@@ -110,6 +110,8 @@ pub struct Farm {
     pub swept: usize,
     /// How jobs are isolated, in words (the banner's `sandbox` line).
     pub sandbox: String,
+    /// With PostgreSQL, the bus to the farm's other processes (and the election).
+    pub bus: Option<crate::ledger::bus::Bus>,
     tasks: Vec<(&'static str, JoinHandle<String>)>,
     shutdown: Arc<Notify>,
     _watcher: Option<Watcher>,
@@ -797,7 +799,7 @@ impl Farm {
                 tasks
             }
         };
-        match bus {
+        match bus.clone() {
             None => tasks.extend(lead()),
             Some(b) => {
                 tasks.push(("bus", tokio::spawn(bridge(b.clone(), runner.clone()))));
@@ -820,6 +822,7 @@ impl Farm {
         }));
 
         Ok(Farm {
+            bus,
             sandbox: sandbox_words,
             addr,
             config,

@@ -41,6 +41,13 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
         Some(Err(e)) => format!(
             "not applied yet: {e} (retrying in the background; the last applied state stays in force)"
         ),
+        None if farm.bus.as_ref().is_some_and(|b| !b.is_leader()) => {
+            let leader = farm.db.read(|l| l.leader()).await.ok().flatten();
+            format!(
+                "reconciled by the farm's leader, {} (this serve stands by to take over)",
+                leader.map_or_else(|| "not elected yet".to_owned(), |(n, _)| n)
+            )
+        }
         None => "still reading the registry (in the background; GET /registry shows progress)"
             .to_owned(),
     };
