@@ -21,7 +21,17 @@
   es.addEventListener("open", function () {
     if (live) live.textContent = "Following the log live.";
   });
+  // The log's first bytes mean the job was claimed: a page loaded while it was
+  // still queued says so now.
+  var status = document.getElementById("status");
   es.addEventListener("log", function (e) {
+    if (status && status.getAttribute("data-status") === "queued") {
+      var badge = document.createElement("span");
+      badge.className = "status s-running";
+      badge.textContent = "running";
+      status.setAttribute("data-status", "running");
+      status.replaceChildren(badge);
+    }
     var atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     log.appendChild(document.createTextNode(JSON.parse(e.data)));
     if (atEnd) log.scrollTop = log.scrollHeight;
