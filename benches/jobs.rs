@@ -110,7 +110,14 @@ fn main() {
     let db = crafting_table::ledger::Db::with_writer(ledger, 2).expect("readers");
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     // The sandbox as `serve` sets it by default.
-    let (mode, sandbox_note) = match sandbox::probe() {
+    let off = std::env::var("CRAFTING_BENCH_SANDBOX").as_deref() == Ok("none");
+    let (mode, sandbox_note) = match sandbox::probe().and_then(|()| {
+        if off {
+            Err("CRAFTING_BENCH_SANDBOX=none".to_owned())
+        } else {
+            Ok(())
+        }
+    }) {
         Ok(()) => (
             sandbox::Mode::Bwrap(sandbox::Settings {
                 hide_dirs: vec![data.clone()],
@@ -337,8 +344,8 @@ fn main() {
         percentile(&farm_warm, 0.5) / percentile(&floor_warm, 0.5)
     );
     println!(
-        "  warm worktrees: {} reused, {} discarded, {} idle",
-        stats.reused, stats.discarded, stats.idle
+        "  warm worktrees: {} reused, {} discarded, {} idle, {} resets skipped (untouched)",
+        stats.reused, stats.discarded, stats.idle, stats.resets_skipped
     );
     row("sh -c true", &sh_plain);
     if !sh_bwrap.is_empty() {
@@ -384,8 +391,9 @@ fn main() {
         }
     });
     let secs = t.elapsed().as_secs_f64();
+    let skipped = runner.workspace().pool_stats().resets_skipped - stats.resets_skipped;
     println!(
-        "throughput: {THROUGHPUT_JOBS} warm no-op jobs with {workers} workers in {secs:.2} s = {:.1} jobs/s",
+        "throughput: {THROUGHPUT_JOBS} warm no-op jobs with {workers} workers in {secs:.2} s = {:.1} jobs/s ({skipped} resets skipped)",
         THROUGHPUT_JOBS as f64 / secs
     );
     rt.block_on(runner.shutdown("bench done"));

@@ -47,6 +47,134 @@ struct Pool {
     busy: HashSet<PathBuf>,
     reused: u64,
     discarded: u64,
+    /// What each warm tree looked like when it was last known clean.
+    stamps: HashMap<PathBuf, stamp::TreeStamp>,
+    /// Resets after a job that the tree's stamp made unnecessary.
+    resets_skipped: u64,
+}
+
+/// A warm tree's stamp: every entry's inode, type and permissions, size and
+/// times (and the worktree's git index and HEAD), in one walk without git. Equal
+/// stamps before and after a job mean the job changed nothing there: a change to
+/// a file's content or metadata moves its ctime, which no program can set back,
+/// and a new or removed entry changes the list. A stamp is only taken when every
+/// ctime is well in the past, so a change made within the same clock tick as the
+/// stamped state cannot hide (git's "racily clean" rule, the same way round).
+mod stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::path::{Path, PathBuf};
+
+    /// How recent a ctime must not be for the stamp to vouch for it (well above
+    /// any filesystem's timestamp granularity).
+    const RACY_NS: i128 = 100_000_000;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Entry {
+        rel: PathBuf,
+        ino: u64,
+        mode: u32,
+        size: u64,
+        mtime: i128,
+        ctime: i128,
+        /// For the git index and HEAD, which every reset rewrites: their content.
+        sha256: Option<[u8; 32]>,
+    }
+
+    /// The stamp of a clean tree.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TreeStamp(Vec<Entry>);
+
+    fn entry(rel: PathBuf, m: &std::fs::Metadata) -> Entry {
+        Entry {
+            rel,
+            ino: m.ino(),
+            mode: m.mode(),
+            size: m.size(),
+            mtime: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            sha256: None,
+        }
+    }
+
+    fn content(rel: PathBuf, path: &Path) -> Option<Entry> {
+        use sha2::Digest as _;
+        let bytes = std::fs::read(path).ok()?;
+        Some(Entry {
+            rel,
+            ino: 0,
+            mode: 0,
+            size: bytes.len() as u64,
+            mtime: 0,
+            ctime: 0,
+            sha256: Some(sha2::Sha256::digest(&bytes).into()),
+        })
+    }
+
+    /// Visits the tree depth first, each directory's entries by name, then the
+    /// worktree's index and HEAD; stops when `f` says so. `None`: unreadable.
+    fn walk(wt: &Path, f: &mut dyn FnMut(Entry) -> bool) -> Option<bool> {
+        fn dir(root: &Path, rel: &Path, f: &mut dyn FnMut(Entry) -> bool) -> Option<bool> {
+            let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(root.join(rel))
+                .ok()?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            names.sort();
+            for name in names {
+                let r = rel.join(&name);
+                let m = std::fs::symlink_metadata(root.join(&r)).ok()?;
+                let is_dir = m.file_type().is_dir();
+                if !f(entry(r.clone(), &m)) {
+                    return Some(false);
+                }
+                if is_dir && !dir(root, &r, f)? {
+                    return Some(false);
+                }
+            }
+            Some(true)
+        }
+        let m = std::fs::symlink_metadata(wt).ok()?;
+        if !f(entry(PathBuf::new(), &m)) {
+            return Some(false);
+        }
+        if !dir(wt, Path::new(""), f)? {
+            return Some(false);
+        }
+        let admin = crate::runner::sandbox::admin_dir(wt)?;
+        for name in ["index", "HEAD"] {
+            let e = content(
+                PathBuf::from(format!(".git-admin/{name}")),
+                &admin.join(name),
+            )?;
+            if !f(e) {
+                return Some(false);
+            }
+        }
+        Some(true)
+    }
+
+    /// The stamp of `wt` now, unless something in it changed too recently to be
+    /// vouched for.
+    pub fn take(wt: &Path) -> Option<TreeStamp> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos() as i128;
+        let mut entries = Vec::new();
+        walk(wt, &mut |e| {
+            let fresh = e.sha256.is_none() && (e.ctime > now - RACY_NS || e.mtime > now - RACY_NS);
+            entries.push(e);
+            !fresh
+        })?
+        .then_some(TreeStamp(entries))
+    }
+
+    /// Whether `wt` still looks exactly as stamped (stops at the first change).
+    pub fn unchanged(wt: &Path, stamp: &TreeStamp) -> bool {
+        let mut expected = stamp.0.iter();
+        let walked = walk(wt, &mut |e| expected.next() == Some(&e));
+        walked == Some(true) && expected.next().is_none()
+    }
 }
 
 /// What taking a warm worktree gave.
@@ -71,6 +199,8 @@ pub struct PoolStats {
     /// Warm worktrees removed instead of reused (job ended abnormally, could not
     /// be reset, idle too long, or unknown).
     pub discarded: u64,
+    /// Resets after a job skipped because the tree was provably untouched.
+    pub resets_skipped: u64,
 }
 
 /// Manages mirrors and worktrees.
@@ -156,6 +286,7 @@ impl Workspace {
             busy: p.busy.len(),
             reused: p.reused,
             discarded: p.discarded,
+            resets_skipped: p.resets_skipped,
         }
     }
 
@@ -199,14 +330,32 @@ impl Workspace {
     /// cannot be reset is removed.
     pub fn tidy(&self, project: &str, wt: &Path) {
         let git = Git::new();
-        let reset = git.run(Some(wt), ["reset", "--hard", "--quiet"]).is_ok()
-            && git.run(Some(wt), ["clean", "-ffdxq"]).is_ok();
+        // Untouched since it was last clean (the tree's stamp says so): nothing
+        // to reset. Otherwise reset, and stamp the clean tree for next time.
+        let stamped = self.pool().stamps.remove(wt);
+        let untouched = stamped.as_ref().is_some_and(|st| stamp::unchanged(wt, st));
+        let reset = untouched
+            || (git.run(Some(wt), ["reset", "--hard", "--quiet"]).is_ok()
+                && git.run(Some(wt), ["clean", "-ffdxq"]).is_ok());
+        let fresh_stamp = if untouched {
+            stamped
+        } else if reset {
+            stamp::take(wt)
+        } else {
+            None
+        };
         let head = crate::runner::sandbox::admin_dir(wt)
             .and_then(|admin| std::fs::read_to_string(admin.join("HEAD")).ok())
             .map(|h| h.trim().to_owned())
             .filter(|h| h.len() == 40 && h.chars().all(|c| c.is_ascii_hexdigit()));
         let mut p = self.pool();
         p.busy.remove(wt);
+        if untouched {
+            p.resets_skipped += 1;
+        }
+        if let Some(st) = fresh_stamp {
+            p.stamps.insert(wt.to_owned(), st);
+        }
         if reset {
             p.idle.entry(project.to_owned()).or_default().push(Idle {
                 wt: wt.to_owned(),
@@ -259,6 +408,8 @@ impl Workspace {
                 self.pool().reused += 1;
                 return Warm::Reused(wt, sha.to_owned());
             }
+            // Moved to another commit: its stamp no longer describes it.
+            self.pool().stamps.remove(&wt);
             let checked_out = linked
                 && git
                     .run(
@@ -637,6 +788,7 @@ impl Workspace {
     }
 
     fn remove(&self, git: &Git, project: &str, worktree: &Path) -> Result<(), GitError> {
+        self.pool().stamps.remove(worktree);
         let mirror = self.mirror(project);
         let trees = self.trees(project);
         let _alone = match trees.write() {

@@ -22,11 +22,21 @@ const FINGERPRINT: &str = r#"cd "$(git rev-parse --show-toplevel)" && git rev-pa
 /// a process the job left behind — and rightly get the tree discarded.)
 const DIRTY: &str = "echo junk > untracked.txt && mkdir -p build/deep && echo o > build/deep/out.o && echo more >> README.md && rm keep.txt && chmod -x run.sh && rm link && ln -s /etc/hostname link && mkdir newdir && echo n > newdir/f && echo staged > staged.txt && git add staged.txt && git -c user.name=j -c user.email=j@x -c maintenance.auto=false commit -qm job-commit";
 
+/// A change a check of sizes and modification times would miss: a file edited
+/// in place to the same size, its modification time set back to the very
+/// nanosecond (only its ctime tells).
+const SUBTLE: &str = "r=$(mktemp) && touch -r keep.txt \"$r\" && printf 'keeq\\n' > keep.txt && touch -r \"$r\" keep.txt && rm \"$r\"";
+
+/// A change only git's index shows.
+const STAGE: &str = "git update-index --chmod=-x run.sh";
+
 fn projects() -> Vec<String> {
     let cmds = format!(
-        "        dirty: {}\n        print: {}\n",
+        "        dirty: {}\n        print: {}\n        subtle: {}\n        stage: {}\n        noop: 'true'\n",
         serde_json::to_string(DIRTY).unwrap(),
-        serde_json::to_string(FINGERPRINT).unwrap()
+        serde_json::to_string(FINGERPRINT).unwrap(),
+        serde_json::to_string(SUBTLE).unwrap(),
+        serde_json::to_string(STAGE).unwrap()
     );
     let project = |name: &str, extra: &str| {
         format!(
@@ -35,6 +45,7 @@ fn projects() -> Vec<String> {
     };
     vec![
         project("app", ""),
+        project("quiet", ""),
         project("ref", "      workspace: fresh\n"),
     ]
 }
@@ -289,4 +300,47 @@ async fn a_job_for_an_unfetched_sha_fetches_and_keeps_its_warm_tree() {
     f.runner.wake();
     f.finished(&id).await;
     assert_eq!(f.runner.workspace().pool_stats().discarded, 0);
+}
+
+/// Runs no-op jobs in the warm tree of `quiet` until one of them left it trusted
+/// and the next skipped its reset (the stamp vouches only for changes older than
+/// a clock tick or so). Returns the count of skipped resets.
+async fn until_a_reset_is_skipped(f: &Farm) -> u64 {
+    let before = f.runner.workspace().pool_stats().resets_skipped;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        run(f, "quiet", "noop").await;
+        f.runner.workspace().settled().await;
+        let now = f.runner.workspace().pool_stats().resets_skipped;
+        if now > before {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reset was ever skipped"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untouched_tree_skips_its_reset_and_a_touched_one_never_does() {
+    let f = Farm::new(&projects(), 1, 1 << 20);
+    seed(&f.source_path());
+    let _loop = f.start();
+    let (_, reference) = run(&f, "ref", "print").await;
+    for change in ["subtle", "stage", "dirty"] {
+        let skipped = until_a_reset_is_skipped(&f).await;
+        // The tree is trusted now; the change must still be found and undone.
+        let (wt, _) = run(&f, "quiet", change).await;
+        f.runner.workspace().settled().await;
+        assert_eq!(
+            f.runner.workspace().pool_stats().resets_skipped,
+            skipped,
+            "{change}: a changed tree was not reset"
+        );
+        let (again, seen) = run(&f, "quiet", "print").await;
+        assert_eq!(again, wt, "{change}: the same warm tree");
+        assert_eq!(seen, reference, "{change}: the next job saw the change");
+        f.runner.workspace().settled().await;
+    }
 }
