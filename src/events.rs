@@ -73,6 +73,22 @@ pub enum FarmEvent {
 }
 
 impl FarmEvent {
+    /// The event of an ended patch attempt: its pull request, or its end.
+    pub fn patch_ended(a: &crate::ledger::PatchAttempt) -> FarmEvent {
+        match (&a.status[..], &a.pr_url) {
+            ("pr_opened", Some(url)) => FarmEvent::PullRequestOpened {
+                attempt: a.id,
+                project: a.project.clone(),
+                url: url.clone(),
+            },
+            _ => FarmEvent::PatchEnded {
+                attempt: a.id,
+                project: a.project.clone(),
+                status: a.status.clone(),
+            },
+        }
+    }
+
     /// The job the event is about, if it is about a job.
     pub fn job(&self) -> Option<&Job> {
         match self {

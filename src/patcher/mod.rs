@@ -449,13 +449,20 @@ impl Patcher {
             finished: true,
             ..PatchUpdate::default()
         };
-        let ended = db.write(move |l| l.update_patch(id, &update, now)).await?;
+        let ended = db
+            .write(move |l| {
+                let a = l.update_patch(id, &update, now)?;
+                if a.is_some() {
+                    l.notify("patch", &id.to_string())?;
+                }
+                Ok(a)
+            })
+            .await?;
         if let Some(a) = &ended {
-            self.inner.runner.events().publish(FarmEvent::PatchEnded {
-                attempt: a.id,
-                project: a.project.clone(),
-                status: a.status.clone(),
-            });
+            self.inner
+                .runner
+                .events()
+                .publish(FarmEvent::patch_ended(a));
         }
         Ok(ended)
     }
@@ -484,23 +491,21 @@ impl Patcher {
             .inner
             .runner
             .db()
-            .write(move |l| l.update_patch(id, &u, now))
+            .write(move |l| {
+                let a = l.update_patch(id, &u, now)?;
+                if a.is_some() {
+                    // Other processes of the farm hear it too.
+                    l.notify("patch", &id.to_string())?;
+                }
+                Ok(a)
+            })
             .await;
         if let Ok(Some(a)) = ended {
             tracing::info!(attempt = id, project, status = %a.status, reason = %ending.reason, "patch attempt ended");
-            let event = match (&a.status[..], &a.pr_url) {
-                ("pr_opened", Some(url)) => FarmEvent::PullRequestOpened {
-                    attempt: a.id,
-                    project: a.project.clone(),
-                    url: url.clone(),
-                },
-                _ => FarmEvent::PatchEnded {
-                    attempt: a.id,
-                    project: a.project.clone(),
-                    status: a.status.clone(),
-                },
-            };
-            self.inner.runner.events().publish(event);
+            self.inner
+                .runner
+                .events()
+                .publish(FarmEvent::patch_ended(&a));
         }
     }
 

@@ -345,6 +345,16 @@ impl Runner {
                     .unwrap_or_else(|| "cancelled".to_owned());
                 self.stop_local(&note.id, &why);
             }
+            "patch" => {
+                let Ok(id) = note.id.parse::<i64>() else {
+                    return;
+                };
+                if let Ok(Some((a, _))) = self.inner.db.read(move |l| l.get_patch(id)).await
+                    && a.finished_at.is_some()
+                {
+                    self.inner.events.publish(FarmEvent::patch_ended(&a));
+                }
+            }
             "queued" | "started" | "finished" => {
                 let id = note.id.clone();
                 let Ok(Some(job)) = self.inner.db.read(move |l| l.get_job(&id)).await else {

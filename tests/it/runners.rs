@@ -335,6 +335,26 @@ async fn two_runners_drain_one_queue() {
     assert!(followed.trim_end().ends_with("after 1.0s") || followed.contains("exit 0"));
     let v = api.job(&talk).await;
     assert_eq!(v["job"]["status"], "succeeded", "{v}");
+
+    // A cancel asked of the API host stops the job on its runner's host.
+    let hang = api.enqueue("p1", "hang").await;
+    api.wait_job(&hang, Duration::from_secs(60), |j| j["status"] == "running")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids_with("sleep 4711").is_empty() {
+        assert!(Instant::now() < deadline, "the job's command never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, v) = api
+        .call("POST", &format!("/jobs/{hang}/cancel"), None)
+        .await;
+    assert_eq!((code, v["status"].as_str()), (200, Some("stopping")), "{v}");
+    let v = api
+        .wait_job(&hang, Duration::from_secs(30), |j| j["status"] != "running")
+        .await;
+    assert_eq!(v["job"]["status"], "cancelled", "{v}");
+    assert_eq!(v["job"]["error"], "cancelled by admin", "{v}");
+    assert_eq!(pids_with("sleep 4711"), Vec::<i32>::new());
 }
 
 /// Processes whose command line holds `needle`.
@@ -433,6 +453,74 @@ async fn a_killed_runner_loses_its_job_and_comes_back() {
         (Some("succeeded"), Some(victim.as_str())),
         "{v}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_back_before_its_lease_ran_out_sweeps_its_own_jobs() {
+    // A long lease: the leader would wait 30 s; the runner itself is quicker.
+    let Some(s) = setup(30) else { return };
+    let serve = Proc::serve(&s.root.join("serve"), &s.with(&[("CRAFTING_WORKERS", "0")]));
+    let api = s.api(&serve, "serve");
+    let env = s.with(&[("CRAFTING_WORKERS", "1")]);
+    let mut r1 = Proc::runner(&s.root.join("r1"), &env, "r1");
+    let hang = api.enqueue("p1", "hang").await;
+    // Its output reaches the API host while it runs (the runner stores it).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !api
+        .text(&format!("/jobs/{hang}/log"))
+        .await
+        .contains("hanging\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the job's output never reached the ledger"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!r1.signal(libc::SIGKILL).success());
+    let back = Instant::now();
+    let _r1 = Proc::runner(&s.root.join("r1"), &env, "r1");
+    let v = api
+        .wait_job(&hang, Duration::from_secs(20), |j| j["status"] != "running")
+        .await;
+    assert!(
+        back.elapsed() < Duration::from_secs(20),
+        "swept by the runner itself"
+    );
+    assert_eq!(
+        (v["job"]["status"].as_str(), v["job"]["exit_code"].as_i64()),
+        (Some("failed"), Some(-1)),
+        "{v}"
+    );
+    assert_eq!(
+        v["log_tail"].as_array().unwrap().last().unwrap(),
+        "[crafting-table] runner restart, job orphaned"
+    );
+    assert!(
+        v["log_tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "hanging"),
+        "the log written before the crash is kept: {v}"
+    );
+    // Nothing of the job outlives the sweep on its host.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids_with("sleep 4711").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the orphan's processes survived the sweep"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And it runs jobs again.
+    let again = api.enqueue("p2", "c0").await;
+    let v = api
+        .wait_job(&again, Duration::from_secs(60), |j| {
+            !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
+        })
+        .await;
+    assert_eq!(v["job"]["status"], "succeeded", "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
