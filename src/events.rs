@@ -121,7 +121,17 @@ impl Events {
 
     /// Publishes an event (after its change was committed). Nobody listening is
     /// fine.
-    pub fn publish(&self, event: FarmEvent) {
+    ///
+    /// A job's event carries its row without the recipe snapshot (read the ledger
+    /// for that): the channel keeps its last [`CAPACITY`] events until they are
+    /// overwritten, and with every snapshot that would be megabytes held for good.
+    pub fn publish(&self, mut event: FarmEvent) {
+        if let FarmEvent::JobQueued { job }
+        | FarmEvent::JobStarted { job }
+        | FarmEvent::JobFinished { job, .. } = &mut event
+        {
+            job.recipe_snapshot = serde_json::Value::Null;
+        }
         let _ = self.tx.send(Arc::new(event));
     }
 

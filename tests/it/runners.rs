@@ -191,6 +191,15 @@ fn registry(root: &Path, stamps: &Path, n: usize) -> (PathBuf, crate::helpers::R
         )
         .unwrap();
     }
+    // A command whose secret reaches its output split across two writes.
+    std::fs::write(
+        reg.join("p3.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: p3\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      secrets: [TOKEN]\n      commands:\n        leak: 'printf \"before tok\"; sleep 0.5; printf \"en-s3cret after\\\\n\"'\n",
+            repo.path.display()
+        ),
+    )
+    .unwrap();
     (reg, repo)
 }
 
@@ -219,6 +228,7 @@ fn setup(lease_secs: u32) -> Option<Setup> {
         ("CRAFTING_LEASE_SECS", lease_secs.to_string()),
         ("CRAFTING_SANDBOX_WRITABLE", shared.display().to_string()),
         ("CRAFTING_LAN_CIDRS", "127.0.0.0/8".to_owned()),
+        ("CRAFTING_SECRET_TOKEN", "token-s3cret".to_owned()),
     ];
     Some(Setup {
         _tmp: tmp,
@@ -335,6 +345,17 @@ async fn two_runners_drain_one_queue() {
     assert!(followed.trim_end().ends_with("after 1.0s") || followed.contains("exit 0"));
     let v = api.job(&talk).await;
     assert_eq!(v["job"]["status"], "succeeded", "{v}");
+
+    // A secret is masked before any of it is stored, even split across writes
+    // that the runner stores as they come.
+    let leak = api.enqueue("p3", "leak").await;
+    let followed = api.text(&format!("/jobs/{leak}/log?follow=1")).await;
+    let output: Vec<&str> = followed
+        .lines()
+        .filter(|l| !l.starts_with("[crafting-table]"))
+        .collect();
+    assert_eq!(output, ["before *** after"], "{followed}");
+    assert!(!followed.contains("token-s3cret"), "{followed}");
 
     // A cancel asked of the API host stops the job on its runner's host.
     let hang = api.enqueue("p1", "hang").await;
@@ -594,7 +615,7 @@ async fn one_leader_fires_schedules_and_hands_over() {
     // A reconcile asked of the one that does not lead is run by the leader.
     let (code, v) = api2.call("POST", "/registry/reconcile", None).await;
     assert_eq!(code, 200, "{v}");
-    assert_eq!(v["unchanged"], 3, "{v}");
+    assert_eq!(v["unchanged"], 4, "{v}");
     let (_, v) = api2.call("GET", "/registry", None).await;
     assert_eq!(v["leader"]["name"].as_str(), Some(leader.as_str()), "{v}");
 
