@@ -289,6 +289,7 @@ impl RunnerProcess {
             .sweep()
             .await
             .map_err(|e| startup("restart sweep", &e))?;
+        clean_leftovers(&runner).await;
         crate::findings::install(&runner);
         let bus = crate::ledger::bus::Bus::start(&url, None, Duration::from_secs(1))
             .await
@@ -336,6 +337,21 @@ impl RunnerProcess {
         for (_, h) in self.tasks {
             h.abort();
         }
+    }
+}
+
+/// Removes the worktrees a previous process left in this one's workspace (before
+/// any job runs here, none is anybody's).
+async fn clean_leftovers(runner: &Runner) {
+    let ws = runner.workspace().clone();
+    let n = tokio::task::spawn_blocking(move || ws.clean_leftovers())
+        .await
+        .unwrap_or(0);
+    if n > 0 {
+        tracing::info!(
+            worktrees = n,
+            "worktrees left by a previous process removed"
+        );
     }
 }
 
@@ -600,6 +616,7 @@ impl Farm {
                 "jobs left running by a previous process were failed (exit -1)"
             );
         }
+        clean_leftovers(&runner).await;
         crate::findings::install(&runner);
         let patcher = match &cfg.patcher {
             None => {

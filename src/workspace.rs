@@ -872,6 +872,15 @@ impl Workspace {
         n
     }
 
+    /// Removes every worktree a previous process of this workspace left (warm or
+    /// not): at start-up, before any job runs here, none of them is anybody's.
+    /// Returns how many.
+    pub fn clean_leftovers(&self) -> usize {
+        let warm = self.gc_warm(Duration::ZERO);
+        let (other, _) = self.gc(&[], Duration::ZERO, Duration::MAX);
+        warm + other
+    }
+
     /// Garbage collection: removes worktree directories older than `max_age` that
     /// are not in `active` (job ids still running), and runs `git gc` on mirrors
     /// that were not fetched for `idle` or longer. Returns (worktrees removed,

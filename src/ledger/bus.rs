@@ -107,14 +107,14 @@ async fn run(
             None => match dialer.listen().await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "the farm's bus cannot reach the ledger; trying again");
+                    tracing::warn!(error = %super::pg_message(&e), "the farm's bus cannot reach the ledger; trying again");
                     tokio::time::sleep(retry).await;
                     continue;
                 }
             },
         };
         if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-            tracing::warn!(error = %e, "the farm's bus cannot listen; trying again");
+            tracing::warn!(error = %super::pg_message(&e), "the farm's bus cannot listen; trying again");
             tokio::time::sleep(retry).await;
             continue;
         }
@@ -135,7 +135,7 @@ async fn run(
                     if leading {
                         // Make sure the connection (and so the lock) is still there.
                         if let Err(e) = client.simple_query("SELECT 1").await {
-                            break e.to_string();
+                            break super::pg_message(&e);
                         }
                     } else if let Some(name) = &lead_as
                         && *lead_tx.borrow() == Leading::No
@@ -146,7 +146,7 @@ async fn run(
                                 let _ = lead_tx.send(Leading::Yes);
                             }
                             Ok(false) => {}
-                            Err(e) => break e.to_string(),
+                            Err(e) => break super::pg_message(&e),
                         }
                     }
                 }
@@ -202,7 +202,7 @@ pub(super) async fn drive<S, T>(
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "the farm's bus connection failed");
+                tracing::warn!(error = %super::pg_message(&e), "the farm's bus connection failed");
                 return;
             }
         }

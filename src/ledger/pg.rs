@@ -137,7 +137,9 @@ impl Dialer {
         &self,
         driver: &Driver,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let log = |e: tokio_postgres::Error| tracing::warn!(error = %e, "ledger connection closed");
+        let log = |e: tokio_postgres::Error| {
+            tracing::warn!(error = %super::pg_message(&e), "ledger connection closed");
+        };
         match &self.tls {
             None => {
                 let (client, conn) = driver.block_on(self.config.connect(tokio_postgres::NoTls))?;

@@ -660,8 +660,26 @@ impl Runner {
 
     /// The dispatcher loop: runs until [`Runner::shutdown`].
     pub async fn run(&self) -> Result<(), LedgerError> {
+        let mut failing = false;
         while !self.inner.stopping.load(Ordering::SeqCst) {
-            self.dispatch().await?;
+            match self.dispatch().await {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!("the ledger answers again: claiming jobs");
+                    }
+                    failing = false;
+                }
+                // A ledger out of reach (a database restart, a network cut) is
+                // waited out: the jobs stay queued meanwhile.
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot look at the queue; trying again every second");
+                    }
+                    failing = true;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
             // Enqueues and job ends wake the loop; the timer is only a safety net.
             let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.wake.notified()).await;
         }
@@ -924,6 +942,7 @@ impl Runner {
         id: &str,
         log: &Path,
         done: watch::Receiver<bool>,
+        lost: Arc<AtomicBool>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.inner.cfg.lease?;
         let wrote = self.log_written(id)?;
@@ -935,6 +954,10 @@ impl Runner {
                     () = wrote.notified() => {}
                     _ = done.changed() => return,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if lost.load(Ordering::SeqCst) {
+                    // The job is no longer this runner's: nothing more of it.
+                    return;
                 }
                 me.ship_log(&id, &log).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -953,7 +976,7 @@ impl Runner {
         let started = Instant::now();
         let log = self.log_path(&job.id);
         let (ship_done, ship_rx) = watch::channel(false);
-        let shipper = self.ship_while_running(&job.id, &log, ship_rx);
+        let shipper = self.ship_while_running(&job.id, &log, ship_rx, lost.clone());
         if let Err(e) = std::fs::create_dir_all(&self.inner.cfg.logs_dir) {
             tracing::error!(error = %e, "cannot create logs directory");
         }

@@ -43,7 +43,7 @@ impl Proc {
             .env("CRAFTING_DATA_DIR", data)
             .env("CRAFTING_BIND", format!("127.0.0.1:{port}"))
             .env_remove("CRAFTING_CONFIG")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -180,7 +180,7 @@ fn registry(root: &Path, stamps: &Path, n: usize) -> (PathBuf, crate::helpers::R
                 s = stamps.display()
             );
         }
-        commands += "        hang: 'echo hanging; sleep 4711'\n";
+        commands += "        hang: 'echo hanging; sleep 4733'\n";
         commands += "        talk: 'echo first line; sleep 1; echo second line'\n";
         std::fs::write(
             reg.join(format!("{project}.yaml")),
@@ -362,7 +362,7 @@ async fn two_runners_drain_one_queue() {
     api.wait_job(&hang, Duration::from_secs(60), |j| j["status"] == "running")
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while pids_with("sleep 4711").is_empty() {
+    while pids_of(&hang).is_empty() {
         assert!(Instant::now() < deadline, "the job's command never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -375,20 +375,35 @@ async fn two_runners_drain_one_queue() {
         .await;
     assert_eq!(v["job"]["status"], "cancelled", "{v}");
     assert_eq!(v["job"]["error"], "cancelled by admin", "{v}");
-    assert_eq!(pids_with("sleep 4711"), Vec::<i32>::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids_of(&hang).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled job's processes survived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
-/// Processes whose command line holds `needle`.
-fn pids_with(needle: &str) -> Vec<i32> {
+/// Live processes of job `id` on this host (bwrap and everything inside it carry
+/// the job's id in their environment): tests running side by side never mix.
+fn pids_of(id: &str) -> Vec<i32> {
+    let marker = format!("CRAFTING_JOB_ID={id}");
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
-            && String::from_utf8_lossy(&cmd)
-                .replace('\0', " ")
-                .contains(needle)
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+            && !zombie
+            && env.split(|b| *b == 0).any(|v| v == marker.as_bytes())
         {
             out.push(pid);
         }
@@ -415,7 +430,7 @@ async fn a_killed_runner_loses_its_job_and_comes_back() {
     let other = if victim == "r1" { "r2" } else { "r1" };
     // Wait for the command itself, then kill its runner hard.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while pids_with("sleep 4711").is_empty() {
+    while pids_of(&hang).is_empty() {
         assert!(Instant::now() < deadline, "the job's command never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -454,15 +469,23 @@ async fn a_killed_runner_loses_its_job_and_comes_back() {
         &format!("[crafting-table] runner {victim} lost, job orphaned")
     );
     // In the sandbox the job's processes died with their runner.
-    assert_eq!(
-        pids_with("sleep 4711"),
-        Vec::<i32>::new(),
-        "runner pid {pid}"
-    );
+    assert_eq!(pids_of(&hang), Vec::<i32>::new(), "runner pid {pid}");
 
-    // Restarted under its name, the killed runner works again.
+    // Restarted under its name, the killed runner removes what the crash left
+    // in its workspace and works again.
+    let left = s.root.join(&victim).join("workspace/p1/.warm").join(&hang);
+    assert!(
+        left.is_dir(),
+        "the crash left the job's tree: {}",
+        left.display()
+    );
     drop(runners.remove(other));
     let _back = Proc::runner(&s.root.join(&victim), &env, &victim);
+    assert!(
+        !left.exists(),
+        "the restarted runner removed {}",
+        left.display()
+    );
     let again = api.enqueue("p1", "c1").await;
     let v = api
         .wait_job(&again, Duration::from_secs(60), |j| {
@@ -527,7 +550,7 @@ async fn a_runner_back_before_its_lease_ran_out_sweeps_its_own_jobs() {
     );
     // Nothing of the job outlives the sweep on its host.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !pids_with("sleep 4711").is_empty() {
+    while !pids_of(&hang).is_empty() {
         assert!(
             Instant::now() < deadline,
             "the orphan's processes survived the sweep"
@@ -665,4 +688,105 @@ async fn one_leader_fires_schedules_and_hands_over() {
     // The new leader reconciles itself.
     let (code, v) = api2.call("POST", "/registry/reconcile", None).await;
     assert_eq!(code, 200, "{v}");
+}
+
+/// `url` with `user` instead of its role.
+fn as_role(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{user}@{host}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_cut_off_from_the_ledger_stops_its_job_and_writes_nothing_more() {
+    let lease = 3;
+    let Some(s) = setup(lease) else { return };
+    let serve = Proc::serve(&s.root.join("serve"), &s.with(&[("CRAFTING_WORKERS", "0")]));
+    let api = s.api(&serve, "serve");
+    // The runner logs in as a role of its own, so the test can cut it off alone.
+    let url = s
+        .env
+        .iter()
+        .find(|(k, _)| *k == "CRAFTING_LEDGER")
+        .unwrap()
+        .1
+        .clone();
+    let role = format!("cut_{}", uuid::Uuid::new_v4().simple());
+    let admin_url = url.clone();
+    let sql = move |q: String| {
+        let u = admin_url.clone();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+            c.batch_execute(&q).unwrap();
+        })
+        .join()
+        .unwrap();
+    };
+    sql(format!(
+        "CREATE ROLE {role} LOGIN; GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; \
+         GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}; GRANT ALL ON SCHEMA public TO {role}"
+    ));
+    let mut env = s.with(&[("CRAFTING_WORKERS", "1")]);
+    for (k, v) in &mut env {
+        if *k == "CRAFTING_LEDGER" {
+            *v = as_role(&url, &role);
+        }
+    }
+    let _runner = Proc::runner(&s.root.join("r1"), &env, "r1");
+    let hang = api.enqueue("p1", "hang").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !api
+        .text(&format!("/jobs/{hang}/log"))
+        .await
+        .contains("hanging\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the job's output never reached the ledger"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Cut it off: no new connection, the open ones ended.
+    sql(format!(
+        "ALTER ROLE {role} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+    ));
+    let v = api
+        .wait_job(&hang, Duration::from_secs(4 * u64::from(lease) + 10), |j| {
+            j["status"] != "running"
+        })
+        .await;
+    assert_eq!(
+        (v["job"]["status"].as_str(), v["job"]["exit_code"].as_i64()),
+        (Some("failed"), Some(-1)),
+        "{v}"
+    );
+    // The runner stopped its job on its own (it could not renew its lease).
+    let deadline = Instant::now() + Duration::from_secs(4 * u64::from(lease));
+    while !pids_of(&hang).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off runner kept its job running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Back in touch, it writes nothing more for that job, and works again.
+    sql(format!("ALTER ROLE {role} LOGIN"));
+    let again = api.enqueue("p2", "c0").await;
+    let w = api
+        .wait_job(&again, Duration::from_secs(60), |j| {
+            !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
+        })
+        .await;
+    assert_eq!(
+        (w["job"]["status"].as_str(), w["job"]["runner"].as_str()),
+        (Some("succeeded"), Some("r1")),
+        "{w}"
+    );
+    let after = api.job(&hang).await;
+    assert_eq!(after["job"], v["job"], "the job's record did not change");
+    assert_eq!(
+        after["log_tail"].as_array().unwrap().last().unwrap(),
+        "[crafting-table] runner r1 lost, job orphaned",
+        "nothing was written after the leader's line"
+    );
 }
