@@ -8,7 +8,8 @@
 //!
 //! Then a second `serve` on a one-file repository: a no-op job from `POST` to the
 //! end of its followed log (p50/p90, sequential), and memory after many no-op jobs
-//! (`CRAFTING_BENCH_JOBS`, default 10,000).
+//! (`CRAFTING_BENCH_JOBS`, default 10,000; `CRAFTING_BENCH_SMAPS=1` also lists the
+//! mappings that hold the most resident memory then).
 //!
 //! Run: `cargo bench --bench api`
 
@@ -339,6 +340,30 @@ fn ledger_load(rt: &tokio::runtime::Runtime, jobs: usize) {
     let _ = child.wait();
 }
 
+/// The mappings of `pid` holding the most resident memory (where it went).
+fn print_smaps(pid: u32) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            name = line.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+            if name.is_empty() {
+                name = "[anon]".to_owned();
+            }
+        } else if let Some(kb) = line.strip_prefix("Rss:") {
+            let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            maps.push((kb, name.clone()));
+        }
+    }
+    maps.sort_by(|a, b| b.0.cmp(&a.0));
+    println!("  largest resident mappings:");
+    for (kb, name) in maps.iter().take(12) {
+        println!("    {kb:>7} kB  {name}");
+    }
+}
+
 /// `serve` with one project on a one-file repository: POST → end of the followed
 /// log of a no-op job, then memory after many jobs.
 fn no_op_jobs(rt: &tokio::runtime::Runtime) {
@@ -552,6 +577,9 @@ fn no_op_jobs(rt: &tokio::runtime::Runtime) {
         rss_kib(child.id()) as f64 / 1024.0,
         rss_parts(child.id())
     );
+    if std::env::var_os("CRAFTING_BENCH_SMAPS").is_some() {
+        print_smaps(child.id());
+    }
     let _ = child.kill();
     let _ = child.wait();
 }
