@@ -348,7 +348,11 @@ fn print_smaps(pid: u32) {
     for line in text.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
-            name = line.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+            name = line
+                .split_whitespace()
+                .skip(5)
+                .collect::<Vec<_>>()
+                .join(" ");
             if name.is_empty() {
                 name = "[anon]".to_owned();
             }
@@ -357,7 +361,7 @@ fn print_smaps(pid: u32) {
             maps.push((kb, name.clone()));
         }
     }
-    maps.sort_by(|a, b| b.0.cmp(&a.0));
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
     println!("  largest resident mappings:");
     for (kb, name) in maps.iter().take(12) {
         println!("    {kb:>7} kB  {name}");
