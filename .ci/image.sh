@@ -15,6 +15,10 @@
 #            succeeds as uid 1000; the files it left are uid 1000 on the host; the
 #            admin bearer file is mode 600; a job in the sandbox cannot read the
 #            farm's environment (/proc/<serve>/environ) nor the bearer file
+#   runner   `crafting-table runner` in the image (host network) claims a job from a
+#            PostgreSQL ledger (CRAFTING_TEST_POSTGRES) that a serve on the host with
+#            no workers queued; it succeeds as uid 1000 and its log is read from the
+#            ledger
 #   compose  podman-compose up with compose.yml's own options answers /healthz
 #
 # FARM_BINARY (or $CRAFTING_FARM_BIN): the farm binary to put in the image, default
@@ -101,8 +105,9 @@ podman-compose -f compose.yml -f compose.network.yml config >"$work/compose-netw
   fail "podman-compose config rejects compose.yml + compose.network.yml"
 podman-compose -f compose.scale.yml config >"$work/compose-scale.config" ||
   fail "podman-compose config rejects compose.scale.yml"
-grep -q 'crafting-table' "$work/compose-scale.config" && grep -q 'runner-2' "$work/compose-scale.config" ||
+if ! grep -q 'runner-2' "$work/compose-scale.config"; then
   fail "compose.scale.yml lost its runners"
+fi
 grep -q 'systempaths=unconfined' "$work/compose.config" || fail "compose config lost the sandbox options"
 grep -q 'name: sulkta' "$work/compose-network.config" || fail "compose config lost the external network"
 echo "podman-compose config: compose.yml, compose.network.yml and compose.scale.yml accepted"
@@ -322,6 +327,62 @@ if podman run --rm "${engine[@]}" --no-healthcheck --user 1000:1000 "$image" \
   echo "bwrap works here even with the engine's defaults"
 else
   echo "engine defaults: $(tail -n 1 "$work/plain.log")"
+fi
+
+# ---- a runner --------------------------------------------------------------------------
+step "a runner in the container for a farm on PostgreSQL"
+if [ -z "${CRAFTING_TEST_POSTGRES:-}" ]; then
+  echo "SKIPPED: no PostgreSQL server (CRAFTING_TEST_POSTGRES, which .ci/run sets)"
+else
+  # A fresh database; a serve on the host with no workers; the image runs the jobs.
+  pg_db="ct_image_$$"
+  psql -q "$CRAFTING_TEST_POSTGRES" -c "CREATE DATABASE $pg_db" || fail "cannot create $pg_db"
+  pg_url="${CRAFTING_TEST_POSTGRES%/*}/$pg_db"
+  pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$work/pg/serve" "$work/pg/runner/data" "$work/pg/runner/workspace" "$work/pg/runner/caches"
+  CRAFTING_DATA_DIR="$work/pg/serve" CRAFTING_LEDGER="$pg_url" CRAFTING_WORKERS=0 \
+    CRAFTING_REGISTRY="$registry" CRAFTING_BIND="127.0.0.1:$pg_port" RUST_LOG=warn \
+    "$farm_bin" serve >"$work/pg/serve.log" 2>&1 &
+  pg_serve=$!
+  pg_base="http://127.0.0.1:$pg_port"
+  for _ in $(seq 1 150); do curl -sf "$pg_base/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+  curl -sf "$pg_base/healthz" >/dev/null || { kill "$pg_serve"; cat "$work/pg/serve.log"; fail "the host serve on PostgreSQL"; }
+  rctr=ct-ci-runner-$$
+  containers+=("$rctr")
+  podman run -d --name "$rctr" "${engine[@]}" --no-healthcheck "${sandbox_opts[@]}" --network host \
+    -v "$work/pg/runner/data:/data" -v "$work/pg/runner/workspace:/workspace" \
+    -v "$work/pg/runner/caches:/caches" -v "$work/repo:/srv/repos/hello:ro" \
+    -e CRAFTING_LEDGER="$pg_url" -e CRAFTING_RUNNER_NAME=image-runner -e CRAFTING_WORKERS=1 \
+    "$image" crafting-table runner >/dev/null 2>"$work/runner.err" || { cat "$work/runner.err"; kill "$pg_serve"; fail "podman run runner"; }
+  pg_bearer=$(cat "$work/pg/serve/admin-bearer.txt")
+  pg_api() { curl -sS -H "Authorization: Bearer $pg_bearer" -H 'content-type: application/json' "$@"; }
+  for _ in $(seq 1 150); do
+    pg_api "$pg_base/healthz" | jq -e '.runners | map(.name) | index("image-runner")' >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  pg_api "$pg_base/healthz" | jq -c '{workers, runners: [.runners[] | {name, kind, workers}], leader: (.leader != null)}'
+  pg_api "$pg_base/healthz" | jq -e '.runners | map(.name) | index("image-runner")' >/dev/null ||
+    { podman logs "$rctr" | tail -n 30; kill "$pg_serve"; fail "the runner never registered"; }
+  for _ in $(seq 1 50); do pg_api "$pg_base/projects/hello" | jq -e .project.name >/dev/null 2>&1 && break; sleep 0.2; done
+  pg_job=$(pg_api -X POST "$pg_base/projects/hello/jobs" -d '{"recipe":"test"}' | jq -r .job_id)
+  pg_status=""
+  for _ in $(seq 1 300); do
+    pg_status=$(pg_api "$pg_base/jobs/$pg_job" | jq -r .job.status)
+    case "$pg_status" in succeeded | failed | error | timed_out | cancelled) break ;; esac
+    sleep 0.2
+  done
+  pg_api "$pg_base/jobs/$pg_job/log" >"$work/pg/job.log"
+  sed 's/^/  | /' "$work/pg/job.log"
+  pg_runner=$(pg_api "$pg_base/jobs/$pg_job" | jq -r .job.runner)
+  podman rm -f -t 10 "$rctr" >/dev/null 2>&1 || true
+  kill "$pg_serve" 2>/dev/null || true
+  wait "$pg_serve" || true
+  [ "$pg_status" = succeeded ] || fail "the runner's job $pg_job ended $pg_status"
+  [ "$pg_runner" = image-runner ] || fail "job $pg_job ran on $pg_runner"
+  grep -q '^uid=1000 ' "$work/pg/job.log" || fail "the runner's job did not run as uid 1000"
+  grep -qx 'hello from the repository' "$work/pg/job.log" || fail "the runner's job did not see the repository"
+  echo "runner in the container: job $pg_job succeeded on image-runner as uid 1000; its log read from the ledger by the host serve"
+  psql -q "$CRAFTING_TEST_POSTGRES" -c "DROP DATABASE $pg_db" >/dev/null 2>&1 || true
 fi
 
 # ---- compose -----------------------------------------------------------------------
