@@ -300,15 +300,7 @@ impl RunnerProcess {
             let r = runner.clone();
             tokio::spawn(async move { r.keep_leases().await })
         }));
-        tasks.push(("runner", {
-            let r = runner.clone();
-            tokio::spawn(async move {
-                match r.run().await {
-                    Ok(()) => "the runner stopped".to_owned(),
-                    Err(e) => format!("the runner failed: {e}"),
-                }
-            })
-        }));
+        tasks.push(("runner", tokio::spawn(dispatch(runner.clone()))));
         tasks.push((
             "gc",
             tokio::spawn(crate::gc::run(
@@ -388,6 +380,14 @@ async fn first_stopped(tasks: &mut [(&'static str, JoinHandle<String>)]) -> Farm
             Err(e) if e.is_panic() => "it panicked (see the log above)".to_owned(),
             Err(e) => e.to_string(),
         },
+    }
+}
+
+/// The runner's dispatcher, as a part of the process.
+async fn dispatch(runner: Runner) -> String {
+    match runner.run().await {
+        Ok(()) => "the runner stopped".to_owned(),
+        Err(e) => format!("the runner failed: {e}"),
     }
 }
 
@@ -707,15 +707,7 @@ impl Farm {
         };
 
         let mut tasks: Vec<(&'static str, JoinHandle<String>)> = Vec::new();
-        tasks.push(("runner", {
-            let r = runner.clone();
-            tokio::spawn(async move {
-                match r.run().await {
-                    Ok(()) => "the runner stopped".to_owned(),
-                    Err(e) => format!("the runner failed: {e}"),
-                }
-            })
-        }));
+        tasks.push(("runner", tokio::spawn(dispatch(runner.clone()))));
         let retention = crate::gc::Retention {
             days: config.retain_days,
             runs: config.retain_runs,

@@ -576,10 +576,7 @@ impl Workspace {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            if !mirror.join("HEAD").exists() {
-                std::fs::create_dir_all(&mirror).map_err(|e| io_err("create mirror", &e))?;
-                git.run(Some(&mirror), ["init", "--bare", "--quiet"])?;
-            }
+            init_mirror(&git, &mirror)?;
             if full_sha && let Ok(sha) = resolve_ref(&git, &mirror, git_ref) {
                 sha
             } else {
@@ -750,10 +747,7 @@ impl Workspace {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if !mirror.join("HEAD").exists() {
-            std::fs::create_dir_all(&mirror).map_err(|e| io_err("create mirror", &e))?;
-            git.run(Some(&mirror), ["init", "--bare", "--quiet"])?;
-        }
+        init_mirror(&git, &mirror)?;
         if resolve_ref(&git, &mirror, sha).is_ok() {
             return Ok(true);
         }
@@ -950,6 +944,15 @@ fn io_err(what: &str, e: &std::io::Error) -> GitError {
 }
 
 /// Resolves a branch, tag or commit of the mirror to a full sha.
+/// Makes the project's bare mirror when it does not exist yet.
+fn init_mirror(git: &Git, mirror: &Path) -> Result<(), GitError> {
+    if !mirror.join("HEAD").exists() {
+        std::fs::create_dir_all(mirror).map_err(|e| io_err("create mirror", &e))?;
+        git.run(Some(mirror), ["init", "--bare", "--quiet"])?;
+    }
+    Ok(())
+}
+
 fn resolve_ref(git: &Git, mirror: &Path, r: &str) -> Result<String, GitError> {
     if r.starts_with('-') || r.is_empty() {
         return Err(GitError {

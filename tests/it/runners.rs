@@ -102,36 +102,28 @@ impl Drop for Proc {
     }
 }
 
-struct Api {
-    base: String,
-    bearer: String,
-    http: reqwest::Client,
-}
+/// The API of one `serve`, with what these tests ask of it.
+struct Api(crate::seams::Client);
 
 impl Api {
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .bearer_auth(&self.bearer);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.0.call(method, path, body).await
     }
 
     async fn text(&self, path: &str) -> String {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.bearer)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.0.text(path).await
+    }
+
+    /// Waits until job `id`'s log (as the API host reads it) holds `what`.
+    async fn wait_log(&self, id: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.text(&format!("/jobs/{id}/log")).await.contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "job {id}'s log never showed {what:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn enqueue(&self, project: &str, recipe: &str) -> String {
@@ -251,11 +243,7 @@ impl Setup {
             .unwrap()
             .trim()
             .to_owned();
-        Api {
-            base: serve.base.clone(),
-            bearer,
-            http: reqwest::Client::new(),
-        }
+        Api(crate::seams::Client::at(serve.base.clone(), bearer))
     }
 }
 
@@ -509,18 +497,7 @@ async fn a_runner_back_before_its_lease_ran_out_sweeps_its_own_jobs() {
     let mut r1 = Proc::runner(&s.root.join("r1"), &env, "r1");
     let hang = api.enqueue("p1", "hang").await;
     // Its output reaches the API host while it runs (the runner stores it).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !api
-        .text(&format!("/jobs/{hang}/log"))
-        .await
-        .contains("hanging\n")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the job's output never reached the ledger"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    api.wait_log(&hang, "hanging\n").await;
     assert!(!r1.signal(libc::SIGKILL).success());
     let back = Instant::now();
     let _r1 = Proc::runner(&s.root.join("r1"), &env, "r1");
@@ -628,11 +605,10 @@ async fn one_leader_fires_schedules_and_hands_over() {
         &s.with(&[("CRAFTING_WORKERS", "1")]),
         "r1",
     );
-    let api2 = Api {
-        base: second.base.clone(),
-        bearer: api1.bearer.clone(),
-        http: reqwest::Client::new(),
-    };
+    let api2 = Api(crate::seams::Client::at(
+        second.base.clone(),
+        api1.0.bearer.clone(),
+    ));
     let (_, h) = api2.call("GET", "/healthz", None).await;
     assert_eq!(h["leader"].as_str(), Some(leader.as_str()), "{h}");
     // A reconcile asked of the one that does not lead is run by the leader.
@@ -734,18 +710,7 @@ async fn a_runner_cut_off_from_the_ledger_stops_its_job_and_writes_nothing_more(
     }
     let _runner = Proc::runner(&s.root.join("r1"), &env, "r1");
     let hang = api.enqueue("p1", "hang").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !api
-        .text(&format!("/jobs/{hang}/log"))
-        .await
-        .contains("hanging\n")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the job's output never reached the ledger"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    api.wait_log(&hang, "hanging\n").await;
     // Cut it off: no new connection, the open ones ended.
     sql(format!(
         "ALTER ROLE {role} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"

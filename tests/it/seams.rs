@@ -119,6 +119,28 @@ impl Client {
         }
     }
 
+    /// A client of the API at `base` with `bearer`.
+    pub fn at(base: String, bearer: String) -> Client {
+        Client {
+            base,
+            bearer,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `GET path` as text.
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.bearer)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .http
