@@ -300,12 +300,12 @@ fn serve(runner: bool) -> ExitCode {
         Err(code) => return code,
     };
     // Blocking work (ledger calls, git, file reads, each running job's log pump)
-    // gets 16 threads plus two per worker: the ledger's few connections serialise
+    // gets 8 threads plus two per worker: the ledger's few connections serialise
     // its calls anyway, and a burst of requests then waits in the runtime's queue
     // instead of each holding a thread of its own (and the memory it touches).
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(16 + 2 * cfg.workers)
+        .max_blocking_threads(8 + 2 * cfg.workers)
         .build()
     {
         Ok(rt) => rt,
