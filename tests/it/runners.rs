@@ -114,16 +114,40 @@ impl Api {
         self.0.text(path).await
     }
 
-    /// Waits until job `id`'s log (as the API host reads it) holds `what`.
+    /// Follows job `id`'s log (as the API host reads it, woken by the runner's
+    /// stores) until it holds `what`.
     async fn wait_log(&self, id: &str, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.text(&format!("/jobs/{id}/log")).await.contains(what) {
-            assert!(
-                Instant::now() < deadline,
-                "job {id}'s log never showed {what:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut resp = self.0.get(&format!("/jobs/{id}/log?follow=1")).await;
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(chunk) = resp.chunk().await.unwrap() {
+                seen.extend_from_slice(&chunk);
+                if String::from_utf8_lossy(&seen).contains(what) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(
+            found.ok(),
+            Some(true),
+            "job {id}'s log never showed {what:?}: {}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+
+    /// Waits for job `id`'s end (following its log, which ends with the job) and
+    /// returns `GET /jobs/{id}`.
+    async fn wait_end(&self, id: &str, limit: Duration) -> Value {
+        let followed =
+            tokio::time::timeout(limit, self.text(&format!("/jobs/{id}/log?follow=1"))).await;
+        let v = self.job(id).await;
+        assert!(
+            followed.is_ok(),
+            "job {id} did not end within {limit:?}: {v}"
+        );
+        v
     }
 
     async fn enqueue(&self, project: &str, recipe: &str) -> String {
@@ -140,19 +164,6 @@ impl Api {
 
     async fn job(&self, id: &str) -> Value {
         self.call("GET", &format!("/jobs/{id}"), None).await.1
-    }
-
-    /// Waits (polling the API, as a user's script would) until `pred` holds.
-    async fn wait_job(&self, id: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            let v = self.job(id).await;
-            if pred(&v["job"]) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "job {id}: {v}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }
 
@@ -273,11 +284,7 @@ async fn two_runners_drain_one_queue() {
     }
     let mut by_runner: BTreeMap<String, usize> = BTreeMap::new();
     for id in &ids {
-        let v = api
-            .wait_job(id, Duration::from_secs(180), |j| {
-                !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
-            })
-            .await;
+        let v = api.wait_end(id, Duration::from_secs(180)).await;
         assert_eq!(v["job"]["status"], "succeeded", "{v}");
         *by_runner
             .entry(v["job"]["runner"].as_str().unwrap_or("?").to_owned())
@@ -323,8 +330,6 @@ async fn two_runners_drain_one_queue() {
     assert!(log.contains("exit 0"), "{log}");
     // And followable while it is written.
     let talk = api.enqueue("p2", "talk").await;
-    api.wait_job(&talk, Duration::from_secs(60), |j| j["status"] != "queued")
-        .await;
     let followed = api.text(&format!("/jobs/{talk}/log?follow=1")).await;
     assert!(
         followed.contains("first line") && followed.contains("second line"),
@@ -347,8 +352,7 @@ async fn two_runners_drain_one_queue() {
 
     // A cancel asked of the API host stops the job on its runner's host.
     let hang = api.enqueue("p1", "hang").await;
-    api.wait_job(&hang, Duration::from_secs(60), |j| j["status"] == "running")
-        .await;
+    api.wait_log(&hang, "hanging\n").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while pids_of(&hang).is_empty() {
         assert!(Instant::now() < deadline, "the job's command never started");
@@ -358,9 +362,7 @@ async fn two_runners_drain_one_queue() {
         .call("POST", &format!("/jobs/{hang}/cancel"), None)
         .await;
     assert_eq!((code, v["status"].as_str()), (200, Some("stopping")), "{v}");
-    let v = api
-        .wait_job(&hang, Duration::from_secs(30), |j| j["status"] != "running")
-        .await;
+    let v = api.wait_end(&hang, Duration::from_secs(30)).await;
     assert_eq!(v["job"]["status"], "cancelled", "{v}");
     assert_eq!(v["job"]["error"], "cancelled by admin", "{v}");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -411,9 +413,8 @@ async fn a_killed_runner_loses_its_job_and_comes_back() {
     runners.insert("r2", Proc::runner(&s.root.join("r2"), &env, "r2"));
 
     let hang = api.enqueue("p1", "hang").await;
-    let v = api
-        .wait_job(&hang, Duration::from_secs(60), |j| j["status"] == "running")
-        .await;
+    api.wait_log(&hang, "hanging\n").await;
+    let v = api.job(&hang).await;
     let victim = v["job"]["runner"].as_str().unwrap().to_owned();
     let other = if victim == "r1" { "r2" } else { "r1" };
     // Wait for the command itself, then kill its runner hard.
@@ -429,11 +430,7 @@ async fn a_killed_runner_loses_its_job_and_comes_back() {
 
     // The other runner keeps working meanwhile.
     let quick = api.enqueue("p2", "c0").await;
-    let v = api
-        .wait_job(&quick, Duration::from_secs(60), |j| {
-            !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
-        })
-        .await;
+    let v = api.wait_end(&quick, Duration::from_secs(60)).await;
     assert_eq!(
         (v["job"]["status"].as_str(), v["job"]["runner"].as_str()),
         (Some("succeeded"), Some(other)),
@@ -441,9 +438,7 @@ async fn a_killed_runner_loses_its_job_and_comes_back() {
     );
 
     let v = api
-        .wait_job(&hang, Duration::from_secs(4 * u64::from(lease) + 10), |j| {
-            j["status"] != "running"
-        })
+        .wait_end(&hang, Duration::from_secs(4 * u64::from(lease) + 10))
         .await;
     let took = killed_at.elapsed();
     assert!(
@@ -475,11 +470,7 @@ async fn a_killed_runner_loses_its_job_and_comes_back() {
         left.display()
     );
     let again = api.enqueue("p1", "c1").await;
-    let v = api
-        .wait_job(&again, Duration::from_secs(60), |j| {
-            !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
-        })
-        .await;
+    let v = api.wait_end(&again, Duration::from_secs(60)).await;
     assert_eq!(
         (v["job"]["status"].as_str(), v["job"]["runner"].as_str()),
         (Some("succeeded"), Some(victim.as_str())),
@@ -501,9 +492,7 @@ async fn a_runner_back_before_its_lease_ran_out_sweeps_its_own_jobs() {
     assert!(!r1.signal(libc::SIGKILL).success());
     let back = Instant::now();
     let _r1 = Proc::runner(&s.root.join("r1"), &env, "r1");
-    let v = api
-        .wait_job(&hang, Duration::from_secs(20), |j| j["status"] != "running")
-        .await;
+    let v = api.wait_end(&hang, Duration::from_secs(20)).await;
     assert!(
         back.elapsed() < Duration::from_secs(20),
         "swept by the runner itself"
@@ -536,11 +525,7 @@ async fn a_runner_back_before_its_lease_ran_out_sweeps_its_own_jobs() {
     }
     // And it runs jobs again.
     let again = api.enqueue("p2", "c0").await;
-    let v = api
-        .wait_job(&again, Duration::from_secs(60), |j| {
-            !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
-        })
-        .await;
+    let v = api.wait_end(&again, Duration::from_secs(60)).await;
     assert_eq!(v["job"]["status"], "succeeded", "{v}");
 }
 
@@ -638,11 +623,7 @@ async fn one_leader_fires_schedules_and_hands_over() {
         assert!(Instant::now() < deadline, "the schedule never fired");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let v = api2
-        .wait_job(&fired[0], Duration::from_secs(60), |j| {
-            !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
-        })
-        .await;
+    let v = api2.wait_end(&fired[0], Duration::from_secs(60)).await;
     assert_eq!(v["job"]["status"], "succeeded", "{v}");
     let (_, v) = api1.call("GET", "/jobs?limit=50", None).await;
     assert_eq!(scheduled(&v), fired, "one fire, one job");
@@ -716,9 +697,7 @@ async fn a_runner_cut_off_from_the_ledger_stops_its_job_and_writes_nothing_more(
         "ALTER ROLE {role} NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
     ));
     let v = api
-        .wait_job(&hang, Duration::from_secs(4 * u64::from(lease) + 10), |j| {
-            j["status"] != "running"
-        })
+        .wait_end(&hang, Duration::from_secs(4 * u64::from(lease) + 10))
         .await;
     assert_eq!(
         (v["job"]["status"].as_str(), v["job"]["exit_code"].as_i64()),
@@ -737,11 +716,7 @@ async fn a_runner_cut_off_from_the_ledger_stops_its_job_and_writes_nothing_more(
     // Back in touch, it writes nothing more for that job, and works again.
     sql(format!("ALTER ROLE {role} LOGIN"));
     let again = api.enqueue("p2", "c0").await;
-    let w = api
-        .wait_job(&again, Duration::from_secs(60), |j| {
-            !["queued", "running"].contains(&j["status"].as_str().unwrap_or(""))
-        })
-        .await;
+    let w = api.wait_end(&again, Duration::from_secs(60)).await;
     assert_eq!(
         (w["job"]["status"].as_str(), w["job"]["runner"].as_str()),
         (Some("succeeded"), Some("r1")),

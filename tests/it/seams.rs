@@ -128,17 +128,19 @@ impl Client {
         }
     }
 
-    /// `GET path` as text.
-    pub async fn text(&self, path: &str) -> String {
+    /// `GET path`, its body still to read.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.base))
             .bearer_auth(&self.bearer)
             .send()
             .await
             .unwrap()
-            .text()
-            .await
-            .unwrap()
+    }
+
+    /// `GET path` as text.
+    pub async fn text(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
     }
 
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
