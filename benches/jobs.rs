@@ -8,8 +8,10 @@
 //!
 //! The four are interleaved round by round (this disk is slow to create files right
 //! after deleting many, so back-to-back phases would measure the disk). Jobs run
-//! with the job sandbox as `serve` sets it by default (bwrap when it works here);
-//! the sandbox's own start-up cost is measured alone against a bare `sh -c true`.
+//! with the job sandbox as `serve` sets it by default (bwrap when it works here,
+//! kept running per warm worktree; `CRAFTING_BENCH_ZYGOTE=off`: one bwrap per job,
+//! `CRAFTING_BENCH_SANDBOX=none`: no sandbox); a bwrap's own start-up cost is
+//! measured alone against a bare `sh -c true`.
 //! Then where a job's time goes (the runner's phases), and no-op jobs per second.
 //!
 //! Run: `cargo bench --bench jobs`
@@ -57,7 +59,7 @@ fn sh_true(cwd: &Path, bwrap: Option<&[String]>) {
     let mut c = match bwrap {
         Some(args) => {
             let mut c = Command::new("bwrap");
-            c.args(args).arg("/bin/sh");
+            c.args(args).arg("--chdir").arg(cwd).arg("/bin/sh");
             c
         }
         None => Command::new("sh"),
@@ -111,6 +113,7 @@ fn main() {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     // The sandbox as `serve` sets it by default.
     let off = std::env::var("CRAFTING_BENCH_SANDBOX").as_deref() == Ok("none");
+    let kept_sandbox = !off && std::env::var("CRAFTING_BENCH_ZYGOTE").as_deref() != Ok("off");
     let (mode, sandbox_note) = match sandbox::probe().and_then(|()| {
         if off {
             Err("CRAFTING_BENCH_SANDBOX=none".to_owned())
@@ -121,9 +124,16 @@ fn main() {
         Ok(()) => (
             sandbox::Mode::Bwrap(sandbox::Settings {
                 hide_dirs: vec![data.clone()],
+                // As `serve`: warm worktrees keep a sandbox between jobs, unless
+                // CRAFTING_BENCH_ZYGOTE=off.
+                zygote: kept_sandbox.then(|| PathBuf::from(env!("CARGO_BIN_EXE_crafting-table"))),
                 ..Default::default()
             }),
-            "bwrap (the default)".to_owned(),
+            if kept_sandbox {
+                "bwrap (the default), kept per warm worktree".to_owned()
+            } else {
+                "bwrap, one per job (CRAFTING_BENCH_ZYGOTE=off)".to_owned()
+            },
         ),
         Err(why) => (sandbox::Mode::None, format!("none: {why}")),
     };
@@ -237,7 +247,6 @@ fn main() {
                     home,
                     network: true,
                 },
-                &kept,
             ))
         }
         sandbox::Mode::None => None,
@@ -355,11 +364,17 @@ fn main() {
             "  {:<52} {cost:.1} ms per job",
             "sandbox start-up cost (p50 difference)"
         );
-        println!(
-            "  {:<52} {:.2}x",
-            "warm:  farm without that cost / floor (p50)",
-            (percentile(&farm_warm, 0.5) - cost) / percentile(&floor_warm, 0.5)
-        );
+        if kept_sandbox {
+            println!(
+                "  warm jobs start in their worktree's kept sandbox: that cost is paid once per worktree"
+            );
+        } else {
+            println!(
+                "  {:<52} {:.2}x",
+                "warm:  farm without that cost / floor (p50)",
+                (percentile(&farm_warm, 0.5) - cost) / percentile(&floor_warm, 0.5)
+            );
+        }
     }
     for (what, samples) in [("fresh", &fresh_phases), ("warm", &warm_phases)] {
         let cells: Vec<String> = PHASES

@@ -63,6 +63,10 @@ pub struct FarmOptions {
     /// Reads secrets named by manifests (webhook keys): the process environment in
     /// `serve`.
     pub secrets: SecretLookup,
+    /// The crafting-table binary, kept running inside each warm worktree's
+    /// sandbox to start its jobs (`serve` and `runner`: themselves). `None`: one
+    /// bwrap per job.
+    pub sandbox_program: Option<PathBuf>,
 }
 
 impl Default for FarmOptions {
@@ -71,6 +75,18 @@ impl Default for FarmOptions {
             clock: clock::system(),
             kill_grace: KILL_GRACE,
             secrets: Arc::new(|name: &str| std::env::var(name).ok()),
+            sandbox_program: None,
+        }
+    }
+}
+
+impl FarmOptions {
+    /// The options of the `crafting-table` command itself: the system clock and
+    /// environment, and this binary as the sandboxes' program.
+    pub fn for_this_binary() -> FarmOptions {
+        FarmOptions {
+            sandbox_program: std::env::current_exe().ok(),
+            ..FarmOptions::default()
         }
     }
 }
@@ -80,6 +96,7 @@ impl std::fmt::Debug for FarmOptions {
         f.debug_struct("FarmOptions")
             .field("clock", &self.clock)
             .field("kill_grace", &self.kill_grace)
+            .field("sandbox_program", &self.sandbox_program)
             .finish_non_exhaustive()
     }
 }
@@ -135,8 +152,9 @@ pub fn build_runner(
     db: &Db,
     clock: SharedClock,
     events: &Events,
-    kill_grace: Duration,
+    opts: &FarmOptions,
 ) -> Result<(Runner, String), FarmError> {
+    let kill_grace = opts.kill_grace;
     let startup =
         |what: &str, e: &dyn std::fmt::Display| FarmError::Startup(format!("{what}: {e}"));
     let registry_base = match &cfg.registry {
@@ -199,6 +217,7 @@ pub fn build_runner(
                     hide_files: cfg.config_file.iter().map(|p| absolute(p)).collect(),
                     writable: cfg.sandbox_writable.clone(),
                     pass_env: cfg.sandbox_pass_env.clone(),
+                    zygote: opts.sandbox_program.clone(),
                 })
             }
             Err(why) if wanted == "required" => {
@@ -283,7 +302,7 @@ impl RunnerProcess {
             .map_err(|e| startup("ledger", &e))?;
         let clock = opts.clock.clone();
         let events = Events::new();
-        let (runner, sandbox) = build_runner(&cfg, &db, clock.clone(), &events, opts.kill_grace)?;
+        let (runner, sandbox) = build_runner(&cfg, &db, clock.clone(), &events, &opts)?;
         register(&runner, "runner", cfg.workers, &clock).await?;
         let swept = runner
             .sweep()
@@ -597,8 +616,7 @@ impl Farm {
         };
 
         let events = Events::new();
-        let (runner, sandbox_words) =
-            build_runner(&cfg, &db, clock.clone(), &events, opts.kill_grace)?;
+        let (runner, sandbox_words) = build_runner(&cfg, &db, clock.clone(), &events, &opts)?;
         let ledger_url = match &cfg.ledger {
             crate::config::LedgerLocation::Postgres(url) => Some(url.clone()),
             crate::config::LedgerLocation::Sqlite(_) => None,

@@ -144,6 +144,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Internal: the program a warm worktree's long-lived sandbox runs (started by
+    // the farm itself, with its socket on fd 3).
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("sandbox-zygote")) {
+        let code = crafting_table::runner::zygote::zygote_main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     // glibc gives every thread that allocates an arena of its own; the farm's
     // blocking threads (git, the ledger) would each keep one. Two are plenty.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

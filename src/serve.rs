@@ -22,7 +22,7 @@ const BANNER_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs the farm until a signal (Ok) or a part's failure (Err).
 pub async fn run(cfg: Config) -> Result<(), ServeError> {
-    let mut farm = Farm::start(cfg, FarmOptions::default()).await?;
+    let mut farm = Farm::start(cfg, FarmOptions::for_this_binary()).await?;
     if farm.swept > 0 {
         tracing::warn!(
             jobs = farm.swept,
@@ -85,7 +85,7 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
 /// signal (Ok) or a part's failure (Err).
 pub async fn run_runner(cfg: Config) -> Result<(), ServeError> {
     let workers = cfg.workers;
-    let mut p = crate::farm::RunnerProcess::start(cfg, FarmOptions::default()).await?;
+    let mut p = crate::farm::RunnerProcess::start(cfg, FarmOptions::for_this_binary()).await?;
     tracing::info!(
         name = %p.runner.name(),
         workers,

@@ -18,6 +18,7 @@ pub mod mask;
 pub mod process;
 pub mod sandbox;
 pub mod secrets;
+pub mod zygote;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -167,6 +168,9 @@ struct Inner {
     remote_wakes: Mutex<HashMap<String, std::sync::Weak<tokio::sync::Notify>>>,
     hooks: Mutex<Vec<AfterJob>>,
     stopping: AtomicBool,
+    /// Long-lived sandboxes of warm worktrees (with the sandbox on and a zygote
+    /// program given).
+    zygotes: Option<Arc<zygote::Zygotes>>,
 }
 
 /// The job runner; cheap to clone.
@@ -192,8 +196,18 @@ impl Runner {
         clock: SharedClock,
         events: Events,
     ) -> Runner {
+        let zygotes = match &cfg.sandbox {
+            sandbox::Mode::Bwrap(sandbox::Settings {
+                zygote: Some(exe), ..
+            }) => Some(Arc::new(zygote::Zygotes::new(
+                exe.clone(),
+                2 * cfg.workers.max(1),
+            ))),
+            _ => None,
+        };
         Runner {
             inner: Arc::new(Inner {
+                zygotes,
                 cfg,
                 db,
                 clock,
@@ -656,6 +670,14 @@ impl Runner {
             let _ =
                 tokio::time::timeout(Duration::from_millis(200), self.inner.idle.notified()).await;
         }
+        if let Some(z) = &self.inner.zygotes {
+            z.clear();
+        }
+    }
+
+    /// Long-lived sandboxes waiting for their worktree's next job.
+    pub fn idle_sandboxes(&self) -> usize {
+        self.inner.zygotes.as_ref().map_or(0, |z| z.idle())
     }
 
     /// The dispatcher loop: runs until [`Runner::shutdown`].
@@ -1166,7 +1188,7 @@ impl Runner {
                         home: home.clone(),
                         network: resolved.network,
                     };
-                    let args = sandbox::bwrap_args(settings, &mounts, &cwd);
+                    let args = sandbox::bwrap_args(settings, &mounts);
                     (sandbox::environment(settings, &home, &env), Some(args))
                 }
             };
@@ -1178,6 +1200,12 @@ impl Runner {
                 log_cap: self.inner.cfg.log_cap,
                 timeout: Duration::from_secs(resolved.timeout_secs),
                 kill_grace: self.inner.cfg.kill_grace,
+                zygote: match (&sandbox, &self.inner.zygotes) {
+                    (Some(_), Some(z)) if checkout.warm => {
+                        Some((z.clone(), checkout.worktree.clone()))
+                    }
+                    _ => None,
+                },
                 sandbox,
                 masked,
                 wrote: self.log_written(&job.id),

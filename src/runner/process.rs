@@ -30,8 +30,12 @@ pub struct ProcessSpec {
     pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
-    /// Run under bwrap with these arguments (the environment is then `env` alone).
+    /// Run under bwrap with these arguments (the environment is then `env` alone;
+    /// `--chdir cwd` is added).
     pub sandbox: Option<Vec<String>>,
+    /// Run in the long-lived sandbox of this warm worktree (made with `sandbox`'s
+    /// arguments) when one can take it.
+    pub zygote: Option<(std::sync::Arc<super::zygote::Zygotes>, PathBuf)>,
     /// Values masked as `***` in the log.
     pub masked: Vec<String>,
     /// Woken after each write to the log (log followers wait on it).
@@ -294,10 +298,28 @@ pub async fn run(
     on_start: impl FnOnce(i32, u64),
 ) -> std::io::Result<Outcome> {
     let (reader, writer) = std::io::pipe()?;
+    let mut writer = writer;
+    if let (Some(args), Some((zygotes, worktree))) = (&spec.sandbox, &spec.zygote) {
+        let out = std::os::fd::OwnedFd::from(writer);
+        match zygotes
+            .start(worktree, args, &spec.command, &spec.cwd, &spec.env, &out)
+            .await
+        {
+            Ok(started) => {
+                drop(out);
+                return in_zygote(spec, cancel, on_start, zygotes, started, reader).await;
+            }
+            Err(super::zygote::NotStarted::Spawn(e)) => return Err(e),
+            Err(super::zygote::NotStarted::Fallback(why)) => {
+                tracing::debug!(%why, "job runs in a bwrap of its own");
+                writer = std::io::PipeWriter::from(out);
+            }
+        }
+    }
     let mut cmd = match &spec.sandbox {
         Some(args) => {
             let mut c = tokio::process::Command::new("bwrap");
-            c.args(args).arg("/bin/sh");
+            c.args(args).arg("--chdir").arg(&spec.cwd).arg("/bin/sh");
             // Built, not inherited.
             c.env_clear();
             c
@@ -335,13 +357,7 @@ pub async fn run(
     let pid = child.id().map_or(0, |p| p as i32);
     let start_time = proc_info(pid).map_or(0, |p| p.start_time);
     on_start(pid, start_time);
-    let log_path = spec.log_path.clone();
-    let cap = spec.log_cap;
-    let masker = super::mask::Masker::new(spec.masked.clone());
-    let (failed_tx, mut failed) = watch::channel(None::<String>);
-    let wrote = spec.wrote.clone();
-    let pump_task =
-        tokio::task::spawn_blocking(move || pump(reader, &log_path, cap, masker, failed_tx, wrote));
+    let (pump_task, mut failed) = start_pump(spec, reader);
 
     let stop = tokio::select! {
         status = child.wait() => {
@@ -350,8 +366,8 @@ pub async fn run(
             Stop::Exited(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         }
         () = tokio::time::sleep(spec.timeout) => Stop::TimedOut,
-        () = async { while cancel.changed().await.is_ok() { if *cancel.borrow() { return; } } std::future::pending::<()>().await } => Stop::Cancelled,
-        () = async { while failed.changed().await.is_ok() { if failed.borrow().is_some() { return; } } std::future::pending::<()>().await } => Stop::LogFailed,
+        () = cancelled(&mut cancel) => Stop::Cancelled,
+        () = log_failed(&mut failed) => Stop::LogFailed,
     };
     let mut killed = false;
     let mut leftovers = false;
@@ -398,21 +414,7 @@ pub async fn run(
         killpg(pid, libc::SIGKILL);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A process that left the group (its own `setsid`) may still hold the pipe; do
-    // not let it hold the job hostage.
-    let (output_bytes, truncated) = match tokio::time::timeout(Duration::from_secs(5), pump_task)
-        .await
-    {
-        Ok(r) => r.unwrap_or((0, false)),
-        Err(_) => {
-            leftovers = true;
-            crate::logfile::append_line(
-                &spec.log_path,
-                "a process outside the job's group still holds its output open; the log may be incomplete",
-            );
-            (0, false)
-        }
-    };
+    let (output_bytes, truncated) = end_pump(spec, pump_task, &mut leftovers).await;
     let log_error = failed.borrow().clone();
     Ok(Outcome {
         stop,
@@ -421,5 +423,129 @@ pub async fn run(
         killed,
         log_error,
         leftovers,
+    })
+}
+
+type PumpTask = tokio::task::JoinHandle<(u64, bool)>;
+
+/// Starts copying the command's output to its log.
+fn start_pump(
+    spec: &ProcessSpec,
+    reader: std::io::PipeReader,
+) -> (PumpTask, watch::Receiver<Option<String>>) {
+    let log_path = spec.log_path.clone();
+    let cap = spec.log_cap;
+    let masker = super::mask::Masker::new(spec.masked.clone());
+    let (failed_tx, failed) = watch::channel(None::<String>);
+    let wrote = spec.wrote.clone();
+    let task =
+        tokio::task::spawn_blocking(move || pump(reader, &log_path, cap, masker, failed_tx, wrote));
+    (task, failed)
+}
+
+/// Waits for the log to be complete: (bytes read, truncated).
+async fn end_pump(spec: &ProcessSpec, task: PumpTask, leftovers: &mut bool) -> (u64, bool) {
+    // A process that left the group (its own `setsid`) may still hold the pipe; do
+    // not let it hold the job hostage.
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(r) => r.unwrap_or((0, false)),
+        Err(_) => {
+            *leftovers = true;
+            crate::logfile::append_line(
+                &spec.log_path,
+                "a process outside the job's group still holds its output open; the log may be incomplete",
+            );
+            (0, false)
+        }
+    }
+}
+
+/// Waits for a cancel.
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    while cancel.changed().await.is_ok() {
+        if *cancel.borrow() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// Waits for the log to fail.
+async fn log_failed(failed: &mut watch::Receiver<Option<String>>) {
+    while failed.changed().await.is_ok() {
+        if failed.borrow().is_some() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// The rest of [`run`] for a command a zygote started: the zygote reports its
+/// exit once everything else in the sandbox is dead; timeouts and cancels signal
+/// the shell's group as for any command.
+async fn in_zygote(
+    spec: &ProcessSpec,
+    mut cancel: watch::Receiver<bool>,
+    on_start: impl FnOnce(i32, u64),
+    zygotes: &super::zygote::Zygotes,
+    started: super::zygote::Started,
+    reader: std::io::PipeReader,
+) -> std::io::Result<Outcome> {
+    let pid = started.pid;
+    on_start(pid, proc_info(pid).map_or(0, |p| p.start_time));
+    let (pump_task, mut failed) = start_pump(spec, reader);
+    let mut started = Some(started);
+    let mut ended = None;
+    let stop = tokio::select! {
+        r = zygotes.wait(&mut started) => {
+            let e = sandbox_end(spec, r);
+            ended = Some(e);
+            Stop::Exited(e.code)
+        }
+        () = tokio::time::sleep(spec.timeout) => Stop::TimedOut,
+        () = cancelled(&mut cancel) => Stop::Cancelled,
+        () = log_failed(&mut failed) => Stop::LogFailed,
+    };
+    let mut killed = false;
+    if ended.is_none() {
+        killpg(pid, libc::SIGTERM);
+        if let Ok(r) = tokio::time::timeout(spec.kill_grace, zygotes.wait(&mut started)).await {
+            ended = Some(sandbox_end(spec, r));
+        } else {
+            killpg(pid, libc::SIGKILL);
+            killed = true;
+            match tokio::time::timeout(Duration::from_secs(10), zygotes.wait(&mut started)).await {
+                Ok(r) => ended = Some(sandbox_end(spec, r)),
+                // Stuck: dropping it kills the sandbox and all in it.
+                Err(_) => drop(started.take()),
+            }
+        }
+    }
+    let mut leftovers = ended.is_none_or(|e| e.leftovers);
+    let (output_bytes, truncated) = end_pump(spec, pump_task, &mut leftovers).await;
+    let log_error = failed.borrow().clone();
+    Ok(Outcome {
+        stop,
+        truncated,
+        output_bytes,
+        killed,
+        log_error,
+        leftovers,
+    })
+}
+
+/// How the zygote said the command ended; a zygote that died took the sandbox
+/// (and the command) with it.
+fn sandbox_end(
+    spec: &ProcessSpec,
+    r: std::io::Result<super::zygote::Ended>,
+) -> super::zygote::Ended {
+    r.unwrap_or_else(|e| {
+        crate::logfile::append_line(&spec.log_path, &format!("the job's sandbox ended: {e}"));
+        super::zygote::Ended {
+            code: 128 + libc::SIGKILL,
+            leftovers: true,
+            reusable: false,
+        }
     })
 }

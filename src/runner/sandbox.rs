@@ -30,6 +30,9 @@ pub struct Settings {
     /// Names of the farm's environment variables passed on
     /// (`CRAFTING_SANDBOX_PASS_ENV`).
     pub pass_env: Vec<String>,
+    /// The crafting-table binary, run as the long-lived sandbox of each warm
+    /// worktree (see `zygote`); `None`: one bwrap per job.
+    pub zygote: Option<PathBuf>,
 }
 
 /// One job's mounts.
@@ -117,8 +120,8 @@ const BASE: &[&str] = &[
     "/tmp",
 ];
 
-/// The `bwrap` arguments before the command.
-pub fn bwrap_args(settings: &Settings, job: &JobMounts, cwd: &Path) -> Vec<String> {
+/// The `bwrap` arguments before `--chdir` and the command.
+pub fn bwrap_args(settings: &Settings, job: &JobMounts) -> Vec<String> {
     let s = |p: &Path| p.display().to_string();
     let mut a: Vec<String> = BASE.iter().map(|x| (*x).to_owned()).collect();
     if !job.network {
@@ -142,7 +145,6 @@ pub fn bwrap_args(settings: &Settings, job: &JobMounts, cwd: &Path) -> Vec<Strin
             a.extend(["--bind".into(), s(w), s(w)]);
         }
     }
-    a.extend(["--chdir".into(), s(cwd)]);
     a
 }
 

@@ -280,3 +280,141 @@ async fn secrets_reach_the_command_and_nothing_else() {
         );
     }
 }
+
+/// Warm worktrees keep one sandbox between jobs: the next job in it finds no
+/// process, temporary file or scratch-directory change of the previous one; a job
+/// that leaves processes behind, or ends its sandbox, gets a new one after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let repo = Repo::new();
+    repo.write("README.md", "x\n").commit("one");
+    // Each job names its sandbox by its PID namespace.
+    let ns = "echo ns=$(readlink /proc/self/ns/pid); ";
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    let d = data.display();
+    let litter = format!(
+        "echo a > /tmp/left && mkdir -p /tmp/d/e && echo b > /dev/shm/left && echo c > /dev/junk && echo d > {d}/junk && chmod 700 /tmp && echo littered"
+    );
+    let look = format!(
+        "echo tmp=$(ls -A /tmp | tr '\\n' ,) shm=$(ls -A /dev/shm | wc -l) dev=$(ls -A /dev | wc -l) data=$(ls -A {d} | tr '\\n' ,) mode=$(stat -c %a /tmp) procs=$(ls /proc | grep -cE '^[0-9]+$')"
+    );
+    let commands = [
+        ("litter", litter.as_str()),
+        ("look", look.as_str()),
+        ("daemon", "setsid sleep 7654 >/dev/null 2>&1 & echo left"),
+        ("three", "exit 3"),
+        ("suicide", "kill -9 $PPID; sleep 5; echo survived"),
+    ];
+    let mut yaml = String::new();
+    for (name, cmd) in commands {
+        yaml += &format!(
+            "        {name}: {}\n",
+            serde_json::to_string(&format!("{ns}{cmd}")).unwrap()
+        );
+    }
+    std::fs::write(
+        reg.join("app.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n{yaml}",
+            repo.path.display()
+        ),
+    )
+    .unwrap();
+    let farm = start_with(
+        &data,
+        &[
+            ("CRAFTING_REGISTRY", reg.display().to_string()),
+            ("CRAFTING_SANDBOX", "required".into()),
+            ("CRAFTING_WORKERS", "1".into()),
+        ],
+        FarmOptions::default(),
+    )
+    .await;
+    farm.reconcile.run_now().await.unwrap();
+    let api = Client::of(&farm);
+    let ns_of = |log: &str| -> String {
+        log.lines()
+            .find_map(|l| l.strip_prefix("ns="))
+            .unwrap_or_else(|| panic!("no ns line: {log}"))
+            .to_owned()
+    };
+    let step = async |recipe: &str| {
+        let (job, log) = run(&farm, &api, "app", recipe).await;
+        farm.runner.workspace().settled().await;
+        (job, log)
+    };
+
+    // What a new sandbox looks like, then a job that writes everywhere it may.
+    let (_, log) = step("look").await;
+    let first = ns_of(&log);
+    let seen = |log: &str| -> String {
+        log.lines()
+            .find(|l| l.starts_with("tmp="))
+            .unwrap_or_else(|| panic!("no look line: {log}"))
+            .to_owned()
+    };
+    let fresh = seen(&log);
+    assert!(
+        fresh.contains("shm=0 ") && fresh.contains("data=workspace, "),
+        "{fresh}"
+    );
+    assert_eq!(farm.runner.idle_sandboxes(), 1, "kept for the next job");
+    let (job, log) = step("litter").await;
+    assert_eq!(job["job"]["status"], "succeeded", "{log}");
+    assert!(log.contains("littered"), "{log}");
+    assert_eq!(ns_of(&log), first, "the same sandbox: {log}");
+    let (_, log) = step("look").await;
+    assert_eq!(ns_of(&log), first, "the same sandbox: {log}");
+    assert_eq!(seen(&log), fresh, "nothing of the previous job");
+    let procs: usize = log
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("procs="))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        procs <= 6,
+        "only the job's own processes and the sandbox's two: {log}"
+    );
+
+    // Exit codes come through.
+    let (job, log) = step("three").await;
+    assert_eq!(job["job"]["status"], "failed", "{log}");
+    assert_eq!(job["job"]["exit_code"], 3, "{log}");
+    assert_eq!(ns_of(&log), first, "{log}");
+
+    // A process left behind is killed when its job ends; the sandbox is not kept.
+    let (job, log) = step("daemon").await;
+    assert_eq!(job["job"]["status"], "succeeded", "{log}");
+    assert_eq!(ns_of(&log), first, "{log}");
+    let alive = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| c.windows(4).any(|w| w == b"7654"))
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    assert_eq!(alive(), 0, "the job's leftover is gone");
+    assert_eq!(farm.runner.idle_sandboxes(), 0, "not kept after leftovers");
+    let (_, log) = step("look").await;
+    let second = ns_of(&log);
+    assert_ne!(second, first, "a new sandbox: {log}");
+
+    // A job that kills its sandbox ends with it; the next job gets a new one.
+    let (job, log) = step("suicide").await;
+    assert_eq!(job["job"]["status"], "failed", "{log}");
+    assert!(!log.contains("survived"), "{log}");
+    let (job, log) = step("look").await;
+    assert_eq!(job["job"]["status"], "succeeded", "{log}");
+    assert_ne!(ns_of(&log), second, "{log}");
+    assert_eq!(seen(&log), fresh, "{log}");
+    let runner = farm.runner.clone();
+    farm.stop("test over").await;
+    assert_eq!(runner.idle_sandboxes(), 0, "stopped with the farm");
+}

@@ -26,7 +26,10 @@ async fn start(data: &Path, env: &[(&str, String)]) -> Farm {
 }
 
 /// A farm from these settings (data directory, loopback port 0 and LAN added).
-pub async fn start_with(data: &Path, env: &[(&str, String)], opts: FarmOptions) -> Farm {
+pub async fn start_with(data: &Path, env: &[(&str, String)], mut opts: FarmOptions) -> Farm {
+    // As `serve`: warm worktrees keep a sandbox running the farm's binary.
+    opts.sandbox_program
+        .get_or_insert_with(|| env!("CARGO_BIN_EXE_crafting-table").into());
     let mut map: HashMap<String, String> = env
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
