@@ -105,6 +105,7 @@ pub async fn run(runner: Runner, retention: Option<Retention>, warm_idle: Durati
                 if removed > 0 {
                     tracing::info!(removed, "idle warm worktrees removed");
                 }
+                runner.trim_sandboxes(warm_idle);
                 continue;
             }
         }

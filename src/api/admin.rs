@@ -156,6 +156,12 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         "Warm worktrees removed instead of reused (abnormal end, reset failed, idle past CRAFTING_WARM_IDLE_SECS).",
     )
     .sample("crafting_warm_worktrees_discarded_total", warm.discarded);
+    p.family(
+        "crafting_job_sandboxes_kept",
+        "gauge",
+        "Sandboxes of idle warm worktrees kept running for their next job.",
+    )
+    .sample("crafting_job_sandboxes_kept", state.runner.idle_sandboxes());
     let phases = state.runner.phase_stats();
     p.family(
         "crafting_job_phase_seconds",

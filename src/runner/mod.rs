@@ -680,6 +680,14 @@ impl Runner {
         self.inner.zygotes.as_ref().map_or(0, |z| z.idle())
     }
 
+    /// Stops kept sandboxes idle for longer than `max_idle` or whose worktree
+    /// is gone.
+    pub fn trim_sandboxes(&self, max_idle: Duration) {
+        if let Some(z) = &self.inner.zygotes {
+            z.trim(max_idle);
+        }
+    }
+
     /// The dispatcher loop: runs until [`Runner::shutdown`].
     pub async fn run(&self) -> Result<(), LedgerError> {
         let mut failing = false;

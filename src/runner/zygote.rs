@@ -566,6 +566,13 @@ impl Zygotes {
         lock(&self.idle).clear();
     }
 
+    /// Stops idle zygotes older than `max_idle` (at most ten minutes) or whose
+    /// worktree is gone.
+    pub fn trim(&self, max_idle: Duration) {
+        let max_idle = max_idle.min(MAX_IDLE);
+        lock(&self.idle).retain(|wt, z| z.idle_since.elapsed() < max_idle && wt.is_dir());
+    }
+
     /// Starts `command` in the zygote of `worktree` (made with the bwrap `args`,
     /// started now if there is none or its mounts changed), its output on `out`.
     pub async fn start(

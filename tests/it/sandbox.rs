@@ -299,7 +299,7 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
         "echo a > /tmp/left && mkdir -p /tmp/d/e && echo b > /dev/shm/left && echo c > /dev/junk && echo d > {d}/junk && chmod 700 /tmp && echo littered"
     );
     let look = format!(
-        "echo tmp=$(ls -A /tmp | tr '\\n' ,) shm=$(ls -A /dev/shm | wc -l) dev=$(ls -A /dev | wc -l) data=$(ls -A {d} | tr '\\n' ,) mode=$(stat -c %a /tmp) procs=$(ls /proc | grep -cE '^[0-9]+$')"
+        "echo tmp=$(ls -A /tmp | tr '\\n' ,) shm=$(ls -A /dev/shm | wc -l) dev=$(ls -A /dev | wc -l) data=$(ls -A {d} | tr '\\n' ,) mode=$(stat -c %a /tmp); echo procs=$(ls /proc | grep -cE '^[0-9]+$')"
     );
     let commands = [
         ("litter", litter.as_str()),
@@ -318,11 +318,13 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
     std::fs::write(
         reg.join("app.yaml"),
         format!(
-            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n{yaml}",
-            repo.path.display()
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n{yaml}    - path: sub\n      timeout_secs: 1\n      commands:\n        stubborn: {}\n",
+            repo.path.display(),
+            serde_json::to_string(&format!("{ns}trap '' TERM; sleep 6789; echo outlived")).unwrap(),
         ),
     )
     .unwrap();
+    repo.write("sub/x", "x\n").commit("sub");
     let farm = start_with(
         &data,
         &[
@@ -330,7 +332,10 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
             ("CRAFTING_SANDBOX", "required".into()),
             ("CRAFTING_WORKERS", "1".into()),
         ],
-        FarmOptions::default(),
+        FarmOptions {
+            kill_grace: Duration::from_millis(500),
+            ..FarmOptions::default()
+        },
     )
     .await;
     farm.reconcile.run_now().await.unwrap();
@@ -406,6 +411,31 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
     let second = ns_of(&log);
     assert_ne!(second, first, "a new sandbox: {log}");
 
+    // A command that ignores SIGTERM past its timeout is killed, and all it started.
+    let job = run_to_end(
+        &farm,
+        &api,
+        "app",
+        json!({"recipe": "stubborn", "subproject": "sub"}),
+    )
+    .await;
+    let id = job["job"]["id"].as_str().unwrap();
+    let log = std::fs::read_to_string(farm.config.logs_dir().join(format!("{id}.log"))).unwrap();
+    farm.runner.workspace().settled().await;
+    assert_eq!(job["job"]["status"], "timed_out", "{log}");
+    assert!(log.contains("SIGKILL after grace"), "{log}");
+    assert!(!output(&log).contains("outlived"), "{log}");
+    let sleeping = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| c.windows(4).any(|w| w == b"6789"))
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(sleeping, 0, "nothing of the timed-out job survives");
+
     // A job that kills its sandbox ends with it; the next job gets a new one.
     let (job, log) = step("suicide").await;
     assert_eq!(job["job"]["status"], "failed", "{log}");
@@ -417,4 +447,51 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
     let runner = farm.runner.clone();
     farm.stop("test over").await;
     assert_eq!(runner.idle_sandboxes(), 0, "stopped with the farm");
+}
+
+/// A sandbox program that does not start (here: not the farm's binary) costs
+/// nothing but the kept sandboxes: every job gets a bwrap of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_in_a_bwrap_each_when_no_sandbox_can_be_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let repo = Repo::new();
+    repo.write("README.md", "x\n").commit("one");
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::write(
+        reg.join("app.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n        ns: 'readlink /proc/self/ns/pid; ls /proc | grep -cE \"^[0-9]+$\"'\n",
+            repo.path.display()
+        ),
+    )
+    .unwrap();
+    let farm = start_with(
+        &data,
+        &[
+            ("CRAFTING_REGISTRY", reg.display().to_string()),
+            ("CRAFTING_SANDBOX", "required".into()),
+        ],
+        FarmOptions {
+            sandbox_program: Some("/bin/false".into()),
+            ..FarmOptions::default()
+        },
+    )
+    .await;
+    farm.reconcile.run_now().await.unwrap();
+    let api = Client::of(&farm);
+    let mut namespaces = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let (job, log) = run(&farm, &api, "app", "ns").await;
+        assert_eq!(job["job"]["status"], "succeeded", "{log}");
+        let mut lines = log.lines();
+        namespaces.insert(lines.next().unwrap().to_owned());
+        let procs: usize = lines.next().unwrap().trim().parse().unwrap();
+        assert!(procs <= 5, "bwrap's init and the job's own: {log}");
+        farm.runner.workspace().settled().await;
+    }
+    assert_eq!(namespaces.len(), 3, "a sandbox per job: {namespaces:?}");
+    assert_eq!(farm.runner.idle_sandboxes(), 0);
+    farm.stop("test over").await;
 }
