@@ -472,6 +472,8 @@ struct Zygote {
     /// directory they bind (a worktree removed and made again is another one).
     key: Vec<String>,
     sock: AsyncFd<OwnedFd>,
+    /// The zygote's pid as the farm sees it.
+    pid: i32,
     /// bwrap (killed when dropped).
     _child: tokio::process::Child,
     idle_since: Instant,
@@ -522,6 +524,48 @@ pub struct Started {
     worktree: PathBuf,
     /// The shell's pid (its process group) as the farm sees it.
     pub pid: i32,
+    /// Becomes readable when the shell has exited.
+    exited: Exit,
+}
+
+/// Whether the job's shell has exited, as the farm can tell.
+enum Exit {
+    /// A pidfd of the shell.
+    Watch(AsyncFd<OwnedFd>),
+    /// It had exited before it could be watched.
+    Already,
+    /// Cannot be told here (no pidfd): only the zygote says.
+    Unknown,
+}
+
+impl Exit {
+    fn of(pid: i32) -> Exit {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return match io::Error::last_os_error().raw_os_error() {
+                Some(libc::ESRCH) => Exit::Already,
+                _ => Exit::Unknown,
+            };
+        }
+        // SAFETY: `fd` is a new descriptor owned by nobody else; the OwnedFd
+        // stays open and unchanged for the AsyncFd's life.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        match unsafe { AsyncFd::register(owned) } {
+            Ok(a) => Exit::Watch(a),
+            Err(_) => Exit::Unknown,
+        }
+    }
+
+    async fn wait(&self) {
+        match self {
+            Exit::Watch(fd) => {
+                let _ = fd.readable().await;
+            }
+            Exit::Already => {}
+            Exit::Unknown => std::future::pending().await,
+        }
+    }
 }
 
 /// How a job in a zygote ended.
@@ -623,6 +667,7 @@ impl Zygotes {
                     zygote,
                     worktree: worktree.to_owned(),
                     pid,
+                    exited: Exit::of(pid),
                 }),
                 _ => Err(NotStarted::Fallback("no pid from the job's shell".into())),
             },
@@ -692,6 +737,7 @@ impl Zygotes {
         match tokio::time::timeout(START_TIMEOUT, read(&sock)).await {
             Ok(Ok(Some(m))) if m.bytes == b"R" => Ok(Zygote {
                 key,
+                pid: m.pid.unwrap_or(0),
                 sock,
                 _child: child,
                 idle_since: Instant::now(),
@@ -709,7 +755,30 @@ impl Zygotes {
         let Some(s) = started.as_ref() else {
             return Err(io::Error::other("no job"));
         };
-        let m = read(&s.zygote.sock).await;
+        let m = {
+            let msg = read(&s.zygote.sock);
+            tokio::pin!(msg);
+            tokio::select! {
+                m = &mut msg => m,
+                () = s.exited.wait() => {
+                    // The shell has exited; the zygote answers once the sandbox is
+                    // clear. Something the job left may have stopped it (SIGSTOP):
+                    // keep it running until it answers.
+                    loop {
+                        if s.zygote.pid > 1 {
+                            // SAFETY: kill has no memory effects; the zygote lives
+                            // as long as its socket is open.
+                            unsafe {
+                                libc::kill(s.zygote.pid, libc::SIGCONT);
+                            }
+                        }
+                        if let Ok(m) = tokio::time::timeout(Duration::from_millis(100), &mut msg).await {
+                            break m;
+                        }
+                    }
+                }
+            }
+        };
         let Some(s) = started.take() else {
             return Err(io::Error::other("no job"));
         };

@@ -306,6 +306,7 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
         ("look", look.as_str()),
         ("daemon", "setsid sleep 7654 >/dev/null 2>&1 & echo left"),
         ("three", "exit 3"),
+        ("freeze", "kill -STOP $PPID; echo froze"),
         ("suicide", "kill -9 $PPID; sleep 5; echo survived"),
     ];
     let mut yaml = String::new();
@@ -388,6 +389,13 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
     let (job, log) = step("three").await;
     assert_eq!(job["job"]["status"], "failed", "{log}");
     assert_eq!(job["job"]["exit_code"], 3, "{log}");
+    assert_eq!(ns_of(&log), first, "{log}");
+
+    // A job that stops its sandbox's zygote does not hang on it.
+    let (job, log) = step("freeze").await;
+    assert_eq!(job["job"]["status"], "succeeded", "{log}");
+    assert_eq!(ns_of(&log), first, "{log}");
+    let (_, log) = step("look").await;
     assert_eq!(ns_of(&log), first, "{log}");
 
     // A process left behind is killed when its job ends; the sandbox is not kept.
