@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use crate::ledger::{Job, JobStatus};
 
 /// Events kept for a slow subscriber before it is told it lagged.
-pub const CAPACITY: usize = 4096;
+pub const CAPACITY: usize = 1024;
 
 /// Findings of a finished job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

@@ -199,10 +199,7 @@ impl Runner {
         let zygotes = match &cfg.sandbox {
             sandbox::Mode::Bwrap(sandbox::Settings {
                 zygote: Some(exe), ..
-            }) => Some(Arc::new(zygote::Zygotes::new(
-                exe.clone(),
-                2 * cfg.workers.max(1),
-            ))),
+            }) => Some(Arc::new(zygote::Zygotes::new(exe, 2 * cfg.workers.max(1)))),
             _ => None,
         };
         Runner {

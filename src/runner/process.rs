@@ -301,10 +301,15 @@ pub async fn run(
     let mut writer = writer;
     if let (Some(args), Some((zygotes, worktree))) = (&spec.sandbox, &spec.zygote) {
         let out = std::os::fd::OwnedFd::from(writer);
-        match zygotes
-            .start(worktree, args, &spec.command, &spec.cwd, &spec.env, &out)
-            .await
-        {
+        // Waiting for the zygote is the job's time too: a timeout or cancel
+        // stops it (dropping the start stops that zygote and what it started).
+        let start = zygotes.start(worktree, args, &spec.command, &spec.cwd, &spec.env, &out);
+        let started = tokio::select! {
+            r = start => r,
+            () = tokio::time::sleep(spec.timeout) => return Ok(never_ran(Stop::TimedOut)),
+            () = cancelled(&mut cancel) => return Ok(never_ran(Stop::Cancelled)),
+        };
+        match started {
             Ok(started) => {
                 drop(out);
                 return in_zygote(spec, cancel, on_start, zygotes, started, reader).await;
@@ -480,9 +485,22 @@ async fn log_failed(failed: &mut watch::Receiver<Option<String>>) {
     std::future::pending::<()>().await;
 }
 
+/// The outcome of a command stopped before it started.
+fn never_ran(stop: Stop) -> Outcome {
+    Outcome {
+        stop,
+        truncated: false,
+        output_bytes: 0,
+        killed: false,
+        log_error: None,
+        leftovers: false,
+    }
+}
+
 /// The rest of [`run`] for a command a zygote started: the zygote reports its
 /// exit once everything else in the sandbox is dead; timeouts and cancels signal
-/// the shell's group as for any command.
+/// the shell's group as for any command, while the shell lives (once it has
+/// exited the zygote is already clearing the rest, and its pid may be reused).
 async fn in_zygote(
     spec: &ProcessSpec,
     mut cancel: watch::Receiver<bool>,
@@ -496,11 +514,12 @@ async fn in_zygote(
     let (pump_task, mut failed) = start_pump(spec, reader);
     let mut started = Some(started);
     let mut ended = None;
-    let stop = tokio::select! {
-        r = zygotes.wait(&mut started) => {
+    let mut stop = tokio::select! {
+        r = zygotes.wait(&mut started, true) => {
             let e = sandbox_end(spec, r);
+            let code = e.code;
             ended = Some(e);
-            Stop::Exited(e.code)
+            Stop::Exited(code)
         }
         () = tokio::time::sleep(spec.timeout) => Stop::TimedOut,
         () = cancelled(&mut cancel) => Stop::Cancelled,
@@ -508,21 +527,44 @@ async fn in_zygote(
     };
     let mut killed = false;
     if ended.is_none() {
-        killpg(pid, libc::SIGTERM);
-        if let Ok(r) = tokio::time::timeout(spec.kill_grace, zygotes.wait(&mut started)).await {
-            ended = Some(sandbox_end(spec, r));
-        } else {
-            killpg(pid, libc::SIGKILL);
-            killed = true;
-            match tokio::time::timeout(Duration::from_secs(10), zygotes.wait(&mut started)).await {
+        let alive =
+            |s: &Option<super::zygote::Started>| s.as_ref().is_some_and(|s| !s.shell_exited());
+        if alive(&started) {
+            killpg(pid, libc::SIGTERM);
+            match tokio::time::timeout(spec.kill_grace, zygotes.wait(&mut started, false)).await {
+                Ok(r) => ended = Some(sandbox_end(spec, r)),
+                Err(_) => {
+                    if alive(&started) {
+                        killpg(pid, libc::SIGKILL);
+                        killed = true;
+                    }
+                }
+            }
+        } else if stop != Stop::LogFailed {
+            // It had exited just then: its own end is the truth.
+            let r = tokio::time::timeout(Duration::from_secs(15), zygotes.wait(&mut started, true))
+                .await;
+            if let Ok(r) = r {
+                let e = sandbox_end(spec, r);
+                stop = Stop::Exited(e.code);
+                ended = Some(e);
+            }
+        }
+        if ended.is_none() {
+            match tokio::time::timeout(Duration::from_secs(15), zygotes.wait(&mut started, false))
+                .await
+            {
                 Ok(r) => ended = Some(sandbox_end(spec, r)),
                 // Stuck: dropping it kills the sandbox and all in it.
                 Err(_) => drop(started.take()),
             }
         }
     }
-    let mut leftovers = ended.is_none_or(|e| e.leftovers);
+    let mut leftovers = ended.as_ref().is_none_or(|e| e.leftovers);
     let (output_bytes, truncated) = end_pump(spec, pump_task, &mut leftovers).await;
+    if let Some(why) = ended.and_then(|e| e.spawn_error) {
+        return Err(std::io::Error::other(why));
+    }
     let log_error = failed.borrow().clone();
     Ok(Outcome {
         stop,
@@ -545,7 +587,7 @@ fn sandbox_end(
         super::zygote::Ended {
             code: 128 + libc::SIGKILL,
             leftovers: true,
-            reusable: false,
+            spawn_error: None,
         }
     })
 }

@@ -46,6 +46,11 @@ use tokio::io::unix::AsyncFd;
 const ZYGOTE_FD: RawFd = 3;
 /// The binary's own file, in the sandbox (bwrap runs `/proc/self/fd/4`).
 const EXE_FD: RawFd = 4;
+/// The zygote's first message (with the protocol's version).
+const READY: &[u8] = b"R1";
+/// How long the zygote tries to kill what a job left before it gives up on the
+/// sandbox.
+const CLEAR_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest request (command + environment); a larger one runs in its own bwrap.
 const MAX_REQUEST: usize = 1 << 20;
 /// How long a new zygote may take to say it is ready.
@@ -226,12 +231,14 @@ pub fn zygote_main() -> i32 {
         libc::fcntl(ZYGOTE_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     close_other_fds();
-    if send(ZYGOTE_FD, b"R", None).is_err() {
+    // The sandbox's own file systems (its tmpfs mounts, named by the farm), as
+    // bwrap left them, and this process's own settings that a job could change
+    // from outside (limits, priority): checked after each job.
+    let scratch = Scratch::take(std::env::args_os().skip(2).map(PathBuf::from).collect());
+    let attrs = Attrs::read();
+    if send(ZYGOTE_FD, READY, None).is_err() {
         return 1;
     }
-    // The sandbox's own file systems (its tmpfs mounts, named by the farm), as
-    // bwrap left them: put back so after each job.
-    let scratch = Scratch::take(std::env::args_os().skip(2).map(PathBuf::from).collect());
     let mut buf = vec![0u8; MAX_REQUEST + 1];
     loop {
         let msg = match recv(ZYGOTE_FD, &mut buf) {
@@ -239,7 +246,7 @@ pub fn zygote_main() -> i32 {
             Ok(None) | Err(_) => return 0, // the farm is gone
         };
         let reply = match (serde_json::from_slice::<Request>(&msg.bytes), msg.fd) {
-            (Ok(req), Some(out)) => run_one(&req, out, &scratch),
+            (Ok(req), Some(out)) => run_one(&req, out, &scratch, &attrs),
             (Err(e), _) => error_reply(&format!("bad request: {e}")),
             (Ok(_), None) => error_reply("bad request: no output descriptor"),
         };
@@ -276,7 +283,7 @@ fn close_other_fds() {
 }
 
 /// Runs one command to its end, then clears the sandbox.
-fn run_one(req: &Request, out: OwnedFd, scratch: &Scratch) -> Vec<u8> {
+fn run_one(req: &Request, out: OwnedFd, scratch: &Scratch, attrs: &Attrs) -> Vec<u8> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     let err = match out.try_clone() {
         Ok(e) => e,
@@ -287,6 +294,7 @@ fn run_one(req: &Request, out: OwnedFd, scratch: &Scratch) -> Vec<u8> {
         .arg(&req.command)
         .env_clear()
         .envs(&req.env)
+        .env("PWD", &req.cwd)
         .current_dir(&req.cwd)
         .stdin(std::process::Stdio::null())
         .stdout(out)
@@ -309,7 +317,7 @@ fn run_one(req: &Request, out: OwnedFd, scratch: &Scratch) -> Vec<u8> {
     let status = match spawned {
         Ok(mut child) => child.wait(),
         Err(e) => {
-            clear(scratch);
+            clear(scratch, attrs);
             return error_reply(&format!("cannot start /bin/sh: {e}"));
         }
     };
@@ -317,7 +325,7 @@ fn run_one(req: &Request, out: OwnedFd, scratch: &Scratch) -> Vec<u8> {
         Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
         Err(_) => 128 + libc::SIGKILL,
     };
-    let (leftovers, clean) = clear(scratch);
+    let (leftovers, clean) = clear(scratch, attrs);
     let mut r = b"X".to_vec();
     r.extend_from_slice(&code.to_le_bytes());
     r.push(u8::from(leftovers));
@@ -325,26 +333,99 @@ fn run_one(req: &Request, out: OwnedFd, scratch: &Scratch) -> Vec<u8> {
     r
 }
 
-/// Kills and reaps every process of the sandbox but its init and us, then puts
-/// its scratch file systems back as they were. Returns (something was still
-/// running, the scratch is as it was).
-fn clear(scratch: &Scratch) -> (bool, bool) {
+/// Kills and reaps every other process of the sandbox (we are its PID 1), then
+/// puts its scratch file systems back as they were and checks that nothing of
+/// the job is left in its IPC namespace or in our own settings. Returns
+/// (something was still running, the sandbox is as it was).
+fn clear(scratch: &Scratch, attrs: &Attrs) -> (bool, bool) {
     // Children that ended by themselves are not leftovers: reap them first.
     // SAFETY: waitpid with a null status pointer only reaps.
     while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
     let mut leftovers = false;
-    for _ in 0..1000 {
-        // SAFETY: kill(-1) signals every process of our PID namespace we may
-        // signal except its init and ourselves: the job's leftovers.
+    let deadline = Instant::now() + CLEAR_DEADLINE;
+    loop {
+        // SAFETY: kill(-1) from PID 1 signals every other process of the
+        // namespace: the job's leftovers (and their zombies).
         let hit = unsafe { libc::kill(-1, libc::SIGKILL) } == 0;
         // SAFETY: waitpid with a null status pointer only reaps.
-        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
         if !hit {
             break;
         }
         leftovers = true;
+        if Instant::now() >= deadline {
+            // Something cannot die (uninterruptible sleep): never reuse this.
+            return (true, false);
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
-    (leftovers, scratch.restore())
+    let clean = scratch.restore() && no_ipc_objects() && Attrs::read() == *attrs;
+    (leftovers, clean)
+}
+
+/// Whether the sandbox's IPC namespace holds no System V shared memory,
+/// semaphore set or message queue (a job's would outlive it).
+fn no_ipc_objects() -> bool {
+    ["shm", "sem", "msg"].iter().all(|k| {
+        std::fs::read_to_string(format!("/proc/sysvipc/{k}"))
+            .is_ok_and(|t| t.lines().skip(1).all(|l| l.trim().is_empty()))
+    })
+}
+
+/// This process's settings another process of the same user can change from
+/// outside (`prlimit`, `renice`, `taskset`, `chrt`, `ionice`); the job's shell
+/// would inherit them.
+#[derive(Debug, PartialEq, Eq)]
+struct Attrs {
+    limits: Vec<(u64, u64)>,
+    nice: i32,
+    affinity: Vec<u8>,
+    policy: i32,
+    priority: i32,
+    ioprio: i64,
+}
+
+impl Attrs {
+    fn read() -> Attrs {
+        // Linux has 16 (RLIMIT_CPU .. RLIMIT_RTTIME).
+        let limits = (0..16)
+            .map(|r| {
+                let mut l = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit writes one rlimit into `l`.
+                unsafe { libc::getrlimit(r as _, &raw mut l) };
+                (l.rlim_cur, l.rlim_max)
+            })
+            .collect();
+        // SAFETY: plain queries of this process's own settings into local
+        // buffers of the sizes given.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set);
+            let affinity = std::slice::from_raw_parts(
+                (&raw const set).cast::<u8>(),
+                std::mem::size_of::<libc::cpu_set_t>(),
+            )
+            .to_vec();
+            let policy = libc::sched_getscheduler(0);
+            let mut param: libc::sched_param = std::mem::zeroed();
+            libc::sched_getparam(0, &raw mut param);
+            // IOPRIO_WHO_PROCESS = 1
+            let ioprio = libc::syscall(libc::SYS_ioprio_get, 1, 0);
+            Attrs {
+                limits,
+                nice,
+                affinity,
+                policy,
+                priority: param.sched_priority,
+                ioprio,
+            }
+        }
+    }
 }
 
 /// The sandbox's writable tmpfs mounts (`/tmp`, `/dev`, the hidden directories)
@@ -354,6 +435,34 @@ fn clear(scratch: &Scratch) -> (bool, bool) {
 struct Scratch {
     roots: Vec<(PathBuf, u64)>,
     skeleton: HashMap<PathBuf, u32>,
+    /// Where each symbolic link of the skeleton points.
+    links: HashMap<PathBuf, PathBuf>,
+}
+
+/// Whether `p` is the root of a tmpfs mount (another file system than its
+/// parent's, and a tmpfs): only such a root is the sandbox's own to put back.
+fn tmpfs_root(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let (Ok(m), Some(parent)) = (std::fs::symlink_metadata(p), p.parent()) else {
+        return false;
+    };
+    let Ok(pm) = std::fs::metadata(parent) else {
+        return false;
+    };
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills the zeroed struct for a NUL-terminated path.
+    let fs_type = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &raw mut st) != 0 {
+            return false;
+        }
+        st.f_type as i64
+    };
+    m.is_dir() && m.dev() != pm.dev() && fs_type == TMPFS_MAGIC
 }
 
 impl Scratch {
@@ -362,8 +471,12 @@ impl Scratch {
         let mut s = Scratch {
             roots: Vec::new(),
             skeleton: HashMap::new(),
+            links: HashMap::new(),
         };
         for root in roots {
+            if !tmpfs_root(&root) {
+                continue; // not (or no longer) the sandbox's own tmpfs
+            }
             let Ok(m) = std::fs::symlink_metadata(&root) else {
                 continue;
             };
@@ -385,6 +498,11 @@ impl Scratch {
                 continue; // a mount: not ours
             }
             self.skeleton.insert(p.clone(), m.mode());
+            if m.is_symlink()
+                && let Ok(target) = std::fs::read_link(&p)
+            {
+                self.links.insert(p.clone(), target);
+            }
             if m.is_dir() {
                 self.record(&p, dev);
             }
@@ -398,12 +516,16 @@ impl Scratch {
         for (root, dev) in &self.roots {
             ok &= self.restore_dir(root, *dev);
         }
-        // Everything bwrap made is still there, of the same kind.
+        // Everything bwrap made is still there, of the same kind, and its links
+        // point where they did.
         ok && self.skeleton.iter().all(|(p, mode)| {
             use std::os::unix::fs::MetadataExt;
             std::fs::symlink_metadata(p)
                 .is_ok_and(|m| m.mode() & libc::S_IFMT == mode & libc::S_IFMT)
-        })
+        }) && self
+            .links
+            .iter()
+            .all(|(p, target)| std::fs::read_link(p).is_ok_and(|t| t == *target))
     }
 
     fn restore_dir(&self, dir: &Path, dev: u64) -> bool {
@@ -472,22 +594,9 @@ struct Zygote {
     /// directory they bind (a worktree removed and made again is another one).
     key: Vec<String>,
     sock: AsyncFd<OwnedFd>,
-    /// The zygote's pid as the farm sees it.
-    pid: i32,
-    /// bwrap (killed when dropped).
+    /// bwrap (killed when dropped, and the sandbox with it).
     _child: tokio::process::Child,
     idle_since: Instant,
-}
-
-/// The farm's idle zygotes, one per warm worktree at most.
-#[derive(Debug)]
-pub struct Zygotes {
-    exe: PathBuf,
-    idle: Mutex<HashMap<PathBuf, Zygote>>,
-    /// Idle zygotes kept at most (the oldest go first).
-    cap: usize,
-    /// Set once a zygote could not be started: jobs then use one bwrap each.
-    broken: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Zygote {
@@ -495,6 +604,22 @@ impl std::fmt::Debug for Zygote {
         f.debug_struct("Zygote").field("key", &self.key).finish()
     }
 }
+
+/// The farm's idle zygotes, one per warm worktree at most.
+#[derive(Debug)]
+pub struct Zygotes {
+    /// The binary, opened once (an upgrade in place does not change what the
+    /// farm's sandboxes run).
+    exe: Option<std::fs::File>,
+    idle: Mutex<HashMap<PathBuf, Zygote>>,
+    /// Idle zygotes kept at most (the oldest go first).
+    cap: usize,
+    /// After a zygote could not be started, jobs use one bwrap each until then.
+    retry_at: Mutex<Option<Instant>>,
+}
+
+/// How long jobs use a bwrap each after a zygote could not be started.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
@@ -518,6 +643,34 @@ fn key_of(args: &[String]) -> Vec<String> {
     key
 }
 
+/// The sandbox's own tmpfs mounts (`--tmpfs`, `--dev`) that no later mount
+/// covers: a writable bind of the same directory or of one above it would make
+/// the path the host's, which is never the zygote's to put back.
+fn scratch_roots(args: &[String]) -> Vec<String> {
+    const MOUNTS: &[&str] = &["--bind", "--ro-bind", "--dev-bind", "--tmpfs", "--dev"];
+    let mut roots = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        if a != "--tmpfs" && a != "--dev" {
+            continue;
+        }
+        let Some(root) = args.get(i + 1) else {
+            continue;
+        };
+        let covered = args[i + 2..].iter().enumerate().any(|(j, b)| {
+            let dest = match b.as_str() {
+                "--tmpfs" | "--dev" => args.get(i + 2 + j + 1),
+                m if MOUNTS.contains(&m) => args.get(i + 2 + j + 2),
+                _ => None,
+            };
+            dest.is_some_and(|d| Path::new(root).starts_with(d))
+        });
+        if !covered {
+            roots.push(root.clone());
+        }
+    }
+    roots
+}
+
 /// A job started in a zygote.
 pub struct Started {
     zygote: Zygote,
@@ -525,58 +678,45 @@ pub struct Started {
     /// The shell's pid (its process group) as the farm sees it.
     pub pid: i32,
     /// Becomes readable when the shell has exited.
-    exited: Exit,
+    exited: Option<OwnedFd>,
 }
 
-/// Whether the job's shell has exited, as the farm can tell.
-enum Exit {
-    /// A pidfd of the shell.
-    Watch(AsyncFd<OwnedFd>),
-    /// It had exited before it could be watched.
-    Already,
-    /// Cannot be told here (no pidfd): only the zygote says.
-    Unknown,
+impl Started {
+    /// Whether the job's shell has exited (then its pid may already be another
+    /// process's: never signal its group).
+    pub fn shell_exited(&self) -> bool {
+        let Some(fd) = &self.exited else {
+            // Not watchable: it had exited before it could be.
+            return true;
+        };
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll reads one pollfd and writes its revents; no wait.
+        unsafe { libc::poll(&raw mut p, 1, 0) > 0 }
+    }
 }
 
-impl Exit {
-    fn of(pid: i32) -> Exit {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return match io::Error::last_os_error().raw_os_error() {
-                Some(libc::ESRCH) => Exit::Already,
-                _ => Exit::Unknown,
-            };
-        }
-        // SAFETY: `fd` is a new descriptor owned by nobody else; the OwnedFd
-        // stays open and unchanged for the AsyncFd's life.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        match unsafe { AsyncFd::register(owned) } {
-            Ok(a) => Exit::Watch(a),
-            Err(_) => Exit::Unknown,
-        }
-    }
-
-    async fn wait(&self) {
-        match self {
-            Exit::Watch(fd) => {
-                let _ = fd.readable().await;
-            }
-            Exit::Already => {}
-            Exit::Unknown => std::future::pending().await,
-        }
-    }
+/// A pidfd of `pid` (`None` when it is gone already, or pidfds are missing:
+/// then the farm cannot tell, and treats the shell as possibly gone).
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a new descriptor owned by nobody else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// How a job in a zygote ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ended {
     /// Exit status (128 + signal when killed).
     pub code: i32,
     /// Processes were still running when the command exited.
     pub leftovers: bool,
-    /// The sandbox is fit for another job.
-    pub reusable: bool,
+    /// The shell could not exec the command (it never ran).
+    pub spawn_error: Option<String>,
 }
 
 /// Why a job could not be handed to a zygote.
@@ -591,12 +731,19 @@ pub enum NotStarted {
 impl Zygotes {
     /// Zygotes running `exe` (the crafting-table binary), keeping at most `cap`
     /// idle.
-    pub fn new(exe: PathBuf, cap: usize) -> Zygotes {
+    pub fn new(exe: &Path, cap: usize) -> Zygotes {
+        let exe = match std::fs::File::open(exe) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(exe = %exe.display(), error = %e, "cannot open the sandbox program; each job gets a bwrap of its own");
+                None
+            }
+        };
         Zygotes {
             exe,
             idle: Mutex::new(HashMap::new()),
             cap: cap.max(1),
-            broken: std::sync::atomic::AtomicBool::new(false),
+            retry_at: Mutex::new(None),
         }
     }
 
@@ -619,6 +766,8 @@ impl Zygotes {
 
     /// Starts `command` in the zygote of `worktree` (made with the bwrap `args`,
     /// started now if there is none or its mounts changed), its output on `out`.
+    /// Dropping the future before it returns stops that zygote (and anything it
+    /// started).
     pub async fn start(
         &self,
         worktree: &Path,
@@ -628,9 +777,10 @@ impl Zygotes {
         env: &BTreeMap<String, String>,
         out: &OwnedFd,
     ) -> Result<Started, NotStarted> {
-        use std::sync::atomic::Ordering;
-        if self.broken.load(Ordering::Relaxed) {
-            return Err(NotStarted::Fallback("zygotes unavailable".into()));
+        if lock(&self.retry_at).is_some_and(|t| Instant::now() < t) {
+            return Err(NotStarted::Fallback(
+                "kept sandboxes unavailable for now".into(),
+            ));
         }
         let request = serde_json::to_vec(&Request {
             command: command.to_owned(),
@@ -646,12 +796,18 @@ impl Zygotes {
         let zygote = match found {
             Some(z) if z.key == key => z,
             _ => match self.spawn(args, key).await {
-                Ok(z) => z,
+                Ok(z) => {
+                    lock(&self.retry_at).take();
+                    z
+                }
                 Err(e) => {
-                    if !self.broken.swap(true, Ordering::Relaxed) {
+                    let first = lock(&self.retry_at)
+                        .replace(Instant::now() + RETRY_AFTER)
+                        .is_none();
+                    if first {
                         tracing::warn!(
                             error = %e,
-                            "cannot keep a sandbox per warm worktree; each job gets a bwrap of its own"
+                            "cannot keep a sandbox per warm worktree; jobs get a bwrap each (retried in a minute)"
                         );
                     }
                     return Err(NotStarted::Fallback(e.to_string()));
@@ -659,7 +815,11 @@ impl Zygotes {
             },
         };
         if let Err(e) = send(zygote.sock.as_raw_fd(), &request, Some(out.as_raw_fd())) {
-            return Err(NotStarted::Fallback(format!("zygote gone: {e}")));
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                // Too large for the socket: only this job goes elsewhere.
+                self.put_back(worktree.to_owned(), zygote);
+            }
+            return Err(NotStarted::Fallback(format!("zygote: {e}")));
         }
         match read(&zygote.sock).await {
             Ok(Some(m)) if m.bytes == b"S" => match m.pid {
@@ -667,14 +827,15 @@ impl Zygotes {
                     zygote,
                     worktree: worktree.to_owned(),
                     pid,
-                    exited: Exit::of(pid),
+                    exited: pidfd(pid),
                 }),
                 _ => Err(NotStarted::Fallback("no pid from the job's shell".into())),
             },
             Ok(Some(m)) if m.bytes.first() == Some(&b'E') => {
                 let why = String::from_utf8_lossy(&m.bytes[1..]).into_owned();
-                // The zygote is fine: only this command could not start.
-                self.put_back(worktree.to_owned(), zygote);
+                // Only this command could not start; the zygote answered, so
+                // its sandbox is as clean as after any job, but its own state
+                // (out of descriptors, of processes) may be why: not kept.
                 Err(NotStarted::Spawn(io::Error::other(why)))
             }
             // Gone (or talking nonsense) before the shell started: nothing ran.
@@ -684,28 +845,31 @@ impl Zygotes {
 
     async fn spawn(&self, args: &[String], key: Vec<String>) -> io::Result<Zygote> {
         use std::os::fd::IntoRawFd;
+        let exe = match &self.exe {
+            Some(f) => f.try_clone()?,
+            None => return Err(io::Error::other("no sandbox program")),
+        };
         let (mine, theirs) = socket_pair()?;
         set_int_opt(mine.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
         // Room for a large request; the kernel caps it at its limit.
         let _ = set_int_opt(mine.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
-        let exe = std::fs::File::open(&self.exe)?;
         let (theirs_raw, exe_raw) = (theirs.as_raw_fd(), exe.as_raw_fd());
-        // The sandbox's own tmpfs mounts: the zygote puts them back after each job.
-        let scratch = args
-            .windows(2)
-            .filter(|w| w[0] == "--tmpfs" || w[0] == "--dev")
-            .map(|w| w[1].clone());
         let mut cmd = tokio::process::Command::new("bwrap");
-        cmd.args(args)
+        // The zygote is the sandbox's PID 1: signals from the jobs (`kill -1`,
+        // `pkill`, SIGSTOP) do not reach it, and its exit ends the sandbox.
+        cmd.arg("--as-pid-1")
+            .args(args)
             .arg(format!("/proc/self/fd/{EXE_FD}"))
             .arg("sandbox-zygote")
-            .args(scratch)
+            .args(scratch_roots(args))
             .env_clear()
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
-        // SAFETY: dup2 and setsid are async-signal-safe; the closure only moves
-        // descriptors into place (dup2 leaves the copies without close-on-exec).
+        // SAFETY: fcntl, dup2 and setsid are async-signal-safe; the closure only
+        // moves descriptors into place (dup2 leaves the copies without
+        // close-on-exec).
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setsid() == -1 {
@@ -735,50 +899,30 @@ impl Zygotes {
         // SAFETY: the OwnedFd stays open and unchanged for the AsyncFd's life.
         let sock = unsafe { AsyncFd::register(mine) }?;
         match tokio::time::timeout(START_TIMEOUT, read(&sock)).await {
-            Ok(Ok(Some(m))) if m.bytes == b"R" => Ok(Zygote {
+            Ok(Ok(Some(m))) if m.bytes == READY => Ok(Zygote {
                 key,
-                pid: m.pid.unwrap_or(0),
                 sock,
                 _child: child,
                 idle_since: Instant::now(),
             }),
-            Ok(Ok(_)) => Err(io::Error::other("the zygote ended before it was ready")),
+            Ok(Ok(Some(_))) => Err(io::Error::other(
+                "the sandbox program speaks another protocol",
+            )),
+            Ok(Ok(None)) => Err(io::Error::other("the zygote ended before it was ready")),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::Error::other("the zygote did not start in time")),
         }
     }
 
-    /// Waits for the job started in `started` to end; the zygote goes back to the
-    /// idle set when it can take another job. `Err` when the zygote died (the
-    /// sandbox and everything in it are gone).
-    pub async fn wait(&self, started: &mut Option<Started>) -> io::Result<Ended> {
+    /// Waits for the job started in `started` to end. With `keep`, the zygote
+    /// goes back to the idle set when it can take another job; otherwise it is
+    /// stopped. `Err` when the zygote died (the sandbox and everything in it are
+    /// gone). Cancel-safe: nothing is consumed until the answer is complete.
+    pub async fn wait(&self, started: &mut Option<Started>, keep: bool) -> io::Result<Ended> {
         let Some(s) = started.as_ref() else {
             return Err(io::Error::other("no job"));
         };
-        let m = {
-            let msg = read(&s.zygote.sock);
-            tokio::pin!(msg);
-            tokio::select! {
-                m = &mut msg => m,
-                () = s.exited.wait() => {
-                    // The shell has exited; the zygote answers once the sandbox is
-                    // clear. Something the job left may have stopped it (SIGSTOP):
-                    // keep it running until it answers.
-                    loop {
-                        if s.zygote.pid > 1 {
-                            // SAFETY: kill has no memory effects; the zygote lives
-                            // as long as its socket is open.
-                            unsafe {
-                                libc::kill(s.zygote.pid, libc::SIGCONT);
-                            }
-                        }
-                        if let Ok(m) = tokio::time::timeout(Duration::from_millis(100), &mut msg).await {
-                            break m;
-                        }
-                    }
-                }
-            }
-        };
+        let m = read(&s.zygote.sock).await;
         let Some(s) = started.take() else {
             return Err(io::Error::other("no job"));
         };
@@ -786,19 +930,21 @@ impl Zygotes {
             Ok(Some(m)) if m.bytes.len() == 7 && m.bytes[0] == b'X' => {
                 let code = i32::from_le_bytes([m.bytes[1], m.bytes[2], m.bytes[3], m.bytes[4]]);
                 let (leftovers, clean) = (m.bytes[5] != 0, m.bytes[6] != 0);
-                let reusable = clean && !leftovers;
-                if reusable {
+                if keep && clean && !leftovers {
                     self.put_back(s.worktree, s.zygote);
                 }
                 Ok(Ended {
                     code,
                     leftovers,
-                    reusable,
+                    spawn_error: None,
                 })
             }
-            Ok(Some(m)) if m.bytes.first() == Some(&b'E') => Err(io::Error::other(
-                String::from_utf8_lossy(&m.bytes[1..]).into_owned(),
-            )),
+            // The shell said it was about to exec, then could not.
+            Ok(Some(m)) if m.bytes.first() == Some(&b'E') => Ok(Ended {
+                code: 127,
+                leftovers: false,
+                spawn_error: Some(String::from_utf8_lossy(&m.bytes[1..]).into_owned()),
+            }),
             Ok(_) => Err(io::Error::other("the job's sandbox ended")),
             Err(e) => Err(e),
         }
@@ -833,5 +979,45 @@ async fn read(sock: &AsyncFd<OwnedFd>) -> io::Result<Option<Message>> {
             Ok(r) => return r,
             Err(_would_block) => continue,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scratch_roots;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_tmpfs_under_a_later_bind_is_not_the_sandboxs_to_clear() {
+        let a = args(&[
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/srv/ct/data",
+            "--bind",
+            "/srv/ct/data/workspace/p/.warm/0",
+            "/srv/ct/data/workspace/p/.warm/0",
+            "--bind",
+            "/srv",
+            "/srv",
+            "--chdir",
+            "/x",
+        ]);
+        // `/srv` bound writable over the hidden data directory: the host's now.
+        assert_eq!(scratch_roots(&a), ["/dev", "/tmp"]);
+        let a = args(&["--tmpfs", "/tmp", "--bind", "/tmp", "/tmp"]);
+        assert!(scratch_roots(&a).is_empty());
+        let a = args(&[
+            "--tmpfs", "/tmp", "--bind", "/tmpx", "/tmpx", "--tmpfs", "/tmp/a",
+        ]);
+        assert_eq!(scratch_roots(&a), ["/tmp", "/tmp/a"]);
     }
 }

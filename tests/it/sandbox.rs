@@ -290,8 +290,9 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
     let data = tmp.path().join("data");
     let repo = Repo::new();
     repo.write("README.md", "x\n").commit("one");
-    // Each job names its sandbox by its PID namespace.
-    let ns = "echo ns=$(readlink /proc/self/ns/pid); ";
+    // Each job names its sandbox by its PID namespace and when its PID 1 started
+    // (the kernel reuses a namespace's number once it is gone).
+    let ns = "echo ns=$(readlink /proc/self/ns/pid)@$(cut -d' ' -f22 /proc/1/stat); ";
     let reg = tmp.path().join("registry");
     std::fs::create_dir(&reg).unwrap();
     let d = data.display();
@@ -307,7 +308,16 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
         ("daemon", "setsid sleep 7654 >/dev/null 2>&1 & echo left"),
         ("three", "exit 3"),
         ("freeze", "kill -STOP $PPID; echo froze"),
-        ("suicide", "kill -9 $PPID; sleep 5; echo survived"),
+        (
+            "suicide",
+            "kill -9 $PPID; kill -TERM $PPID; pkill -f 'sandbox-zygot[e]'; echo survived",
+        ),
+        ("shm", "ipcmk -M 4096 >/dev/null && echo made"),
+        (
+            "limit",
+            "prlimit --pid $PPID --nofile=64:64 && echo lowered",
+        ),
+        ("nap", "sleep 7777"),
     ];
     let mut yaml = String::new();
     for (name, cmd) in commands {
@@ -444,13 +454,68 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
         .count();
     assert_eq!(sleeping, 0, "nothing of the timed-out job survives");
 
-    // A job that kills its sandbox ends with it; the next job gets a new one.
+    // A job cannot signal its sandbox's program (it is the sandbox's PID 1).
+    let (_, log) = step("look").await;
+    let current = ns_of(&log);
     let (job, log) = step("suicide").await;
+    assert_eq!(job["job"]["status"], "succeeded", "{log}");
+    assert!(log.contains("survived"), "{log}");
+    assert_eq!(ns_of(&log), current, "{log}");
+    let (_, log) = step("look").await;
+    assert_eq!(ns_of(&log), current, "{log}");
+
+    // What a job leaves in the IPC namespace, or changes in the sandbox
+    // program's own limits, retires the sandbox.
+    for changes in ["shm", "limit"] {
+        let (job, log) = step(changes).await;
+        assert_eq!(job["job"]["status"], "succeeded", "{log}");
+        let before = ns_of(&log);
+        assert_eq!(farm.runner.idle_sandboxes(), 0, "{changes}: not kept");
+        let (_, log) = step("look").await;
+        assert_ne!(ns_of(&log), before, "{changes}: a new sandbox");
+        assert_eq!(seen(&log), fresh, "{log}");
+    }
+
+    // A sandbox killed from outside mid-job ends the job; the next gets a new one.
+    let (_, log) = step("look").await;
+    let before = ns_of(&log);
+    let (_, v) = api
+        .call("POST", "/projects/app/jobs", Some(json!({"recipe": "nap"})))
+        .await;
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let marker = data.display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let zygote = loop {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).into_owned();
+            (cmd.contains("sandbox-zygote") && cmd.contains(&marker))
+                .then(|| e.file_name().to_str()?.parse::<i32>().ok())
+                .flatten()
+        });
+        let napping = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(4).any(|w| w == b"7777"))
+        });
+        if let (Some(z), true) = (found, napping) {
+            break z;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nap never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(zygote, libc::SIGKILL) };
+    let job = crate::seams::job_ended(&farm, &api, &id).await;
+    let log = std::fs::read_to_string(farm.config.logs_dir().join(format!("{id}.log"))).unwrap();
     assert_eq!(job["job"]["status"], "failed", "{log}");
-    assert!(!log.contains("survived"), "{log}");
+    assert!(log.contains("the job's sandbox ended"), "{log}");
+    farm.runner.workspace().settled().await;
     let (job, log) = step("look").await;
     assert_eq!(job["job"]["status"], "succeeded", "{log}");
-    assert_ne!(ns_of(&log), second, "{log}");
+    assert_ne!(ns_of(&log), before, "{log}");
     assert_eq!(seen(&log), fresh, "{log}");
     let runner = farm.runner.clone();
     farm.stop("test over").await;
@@ -470,7 +535,7 @@ async fn jobs_run_in_a_bwrap_each_when_no_sandbox_can_be_kept() {
     std::fs::write(
         reg.join("app.yaml"),
         format!(
-            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n        ns: 'readlink /proc/self/ns/pid; ls /proc | grep -cE \"^[0-9]+$\"'\n",
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n        ns: 'head -c 5 /proc/1/cmdline; echo; ls /proc | grep -cE \"^[0-9]+$\"'\n",
             repo.path.display()
         ),
     )
@@ -489,17 +554,16 @@ async fn jobs_run_in_a_bwrap_each_when_no_sandbox_can_be_kept() {
     .await;
     farm.reconcile.run_now().await.unwrap();
     let api = Client::of(&farm);
-    let mut namespaces = std::collections::HashSet::new();
     for _ in 0..3 {
         let (job, log) = run(&farm, &api, "app", "ns").await;
         assert_eq!(job["job"]["status"], "succeeded", "{log}");
         let mut lines = log.lines();
-        namespaces.insert(lines.next().unwrap().to_owned());
+        // PID 1 is bwrap's own init, as in a sandbox made for the job.
+        assert_eq!(lines.next(), Some("bwrap"), "{log}");
         let procs: usize = lines.next().unwrap().trim().parse().unwrap();
         assert!(procs <= 5, "bwrap's init and the job's own: {log}");
         farm.runner.workspace().settled().await;
     }
-    assert_eq!(namespaces.len(), 3, "a sandbox per job: {namespaces:?}");
     assert_eq!(farm.runner.idle_sandboxes(), 0);
     farm.stop("test over").await;
 }
