@@ -183,7 +183,7 @@ fn recv(sock: RawFd, buf: &mut [u8]) -> io::Result<Option<Message>> {
         let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         while !cmsg.is_null() {
             let data = libc::CMSG_DATA(cmsg);
-            let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+            let len = ((*cmsg).cmsg_len as usize).saturating_sub(data as usize - cmsg as usize);
             match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
                 (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
                     for i in 0..len / std::mem::size_of::<RawFd>() {
