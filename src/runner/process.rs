@@ -419,16 +419,7 @@ pub async fn run(
         killpg(pid, libc::SIGKILL);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (output_bytes, truncated) = end_pump(spec, pump_task, &mut leftovers).await;
-    let log_error = failed.borrow().clone();
-    Ok(Outcome {
-        stop,
-        truncated,
-        output_bytes,
-        killed,
-        log_error,
-        leftovers,
-    })
+    Ok(finish(spec, pump_task, &failed, stop, killed, leftovers).await)
 }
 
 type PumpTask = tokio::task::JoinHandle<(u64, bool)>;
@@ -446,6 +437,27 @@ fn start_pump(
     let task =
         tokio::task::spawn_blocking(move || pump(reader, &log_path, cap, masker, failed_tx, wrote));
     (task, failed)
+}
+
+/// The outcome, once the log is complete.
+async fn finish(
+    spec: &ProcessSpec,
+    pump_task: PumpTask,
+    failed: &watch::Receiver<Option<String>>,
+    stop: Stop,
+    killed: bool,
+    mut leftovers: bool,
+) -> Outcome {
+    let (output_bytes, truncated) = end_pump(spec, pump_task, &mut leftovers).await;
+    let log_error = failed.borrow().clone();
+    Outcome {
+        stop,
+        truncated,
+        output_bytes,
+        killed,
+        log_error,
+        leftovers,
+    }
 }
 
 /// Waits for the log to be complete: (bytes read, truncated).
@@ -560,20 +572,12 @@ async fn in_zygote(
             }
         }
     }
-    let mut leftovers = ended.as_ref().is_none_or(|e| e.leftovers);
-    let (output_bytes, truncated) = end_pump(spec, pump_task, &mut leftovers).await;
-    if let Some(why) = ended.and_then(|e| e.spawn_error) {
-        return Err(std::io::Error::other(why));
+    let leftovers = ended.as_ref().is_none_or(|e| e.leftovers);
+    let outcome = finish(spec, pump_task, &failed, stop, killed, leftovers).await;
+    match ended.and_then(|e| e.spawn_error) {
+        Some(why) => Err(std::io::Error::other(why)),
+        None => Ok(outcome),
     }
-    let log_error = failed.borrow().clone();
-    Ok(Outcome {
-        stop,
-        truncated,
-        output_bytes,
-        killed,
-        log_error,
-        leftovers,
-    })
 }
 
 /// How the zygote said the command ended; a zygote that died took the sandbox
