@@ -402,7 +402,13 @@ impl Workspace {
                 .mirror(project)
                 .join("worktrees")
                 .join(wt.file_name().unwrap_or_default());
-            let linked = crate::runner::sandbox::admin_dir(&wt).is_some_and(|d| d == admin);
+            // git writes the admin directory's real path: a workspace reached
+            // through a symbolic link names the same directory another way.
+            let linked = crate::runner::sandbox::admin_dir(&wt).is_some_and(|d| {
+                d == admin
+                    || std::fs::canonicalize(&d)
+                        .is_ok_and(|d| std::fs::canonicalize(&admin).is_ok_and(|a| a == d))
+            });
             // Reset and cleaned at this very commit after its last job: as it is.
             if linked && clean_at.as_deref() == Some(sha) {
                 self.pool().reused += 1;

@@ -474,6 +474,9 @@ impl Scratch {
             links: HashMap::new(),
         };
         for root in roots {
+            // A root named through a symbolic link (a data directory reached by
+            // one) is where the link leads.
+            let root = std::fs::canonicalize(&root).unwrap_or(root);
             if !tmpfs_root(&root) {
                 continue; // not (or no longer) the sandbox's own tmpfs
             }

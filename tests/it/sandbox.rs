@@ -567,3 +567,71 @@ async fn jobs_run_in_a_bwrap_each_when_no_sandbox_can_be_kept() {
     assert_eq!(farm.runner.idle_sandboxes(), 0);
     farm.stop("test over").await;
 }
+
+/// A data directory reached through a symbolic link is hidden by a tmpfs all the
+/// same, and a kept sandbox puts that tmpfs back after each job too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_data_directory_behind_a_link_is_put_back_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("real")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("link")).unwrap();
+    let data = tmp.path().join("link").join("data");
+    let repo = Repo::new();
+    repo.write("README.md", "x\n").commit("one");
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    let d = data.display();
+    let id = "echo id=$(readlink /proc/self/ns/pid)@$(cut -d' ' -f22 /proc/1/stat)";
+    std::fs::write(
+        reg.join("app.yaml"),
+        format!(
+            "apiVersion: crafting-table/v1\nkind: Project\nmetadata:\n  name: app\nspec:\n  git_url: {}\n  subprojects:\n    - path: .\n      commands:\n        litter: {}\n        look: {}\n",
+            repo.path.display(),
+            serde_json::to_string(&format!("{id}; echo x > {d}/junk && echo littered")).unwrap(),
+            serde_json::to_string(&format!("{id}; echo data=$(ls -A {d} | tr '\\n' ,)")).unwrap(),
+        ),
+    )
+    .unwrap();
+    let farm = start_with(
+        &data,
+        &[
+            ("CRAFTING_REGISTRY", reg.display().to_string()),
+            ("CRAFTING_SANDBOX", "required".into()),
+            ("CRAFTING_WORKERS", "1".into()),
+        ],
+        FarmOptions::default(),
+    )
+    .await;
+    farm.reconcile.run_now().await.unwrap();
+    let api = Client::of(&farm);
+    let line = |log: &str, key: &str| -> String {
+        log.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key}: {log}"))
+            .to_owned()
+    };
+    let (_, before) = run(&farm, &api, "app", "look").await;
+    farm.runner.workspace().settled().await;
+    assert_eq!(line(&before, "data="), "workspace,", "hidden: {before}");
+    let (job, log) = run(&farm, &api, "app", "litter").await;
+    farm.runner.workspace().settled().await;
+    assert_eq!(job["job"]["status"], "succeeded", "{log}");
+    assert_eq!(
+        line(&log, "id="),
+        line(&before, "id="),
+        "one sandbox: {log}"
+    );
+    let (_, after) = run(&farm, &api, "app", "look").await;
+    assert_eq!(
+        line(&after, "id="),
+        line(&before, "id="),
+        "still kept: {after}"
+    );
+    assert_eq!(
+        line(&after, "data="),
+        "workspace,",
+        "the junk is gone: {after}"
+    );
+    assert!(!data.join("junk").exists(), "never on the host");
+    farm.stop("test over").await;
+}
