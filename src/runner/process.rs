@@ -297,8 +297,7 @@ pub async fn run(
     mut cancel: watch::Receiver<bool>,
     on_start: impl FnOnce(i32, u64),
 ) -> std::io::Result<Outcome> {
-    let (reader, writer) = std::io::pipe()?;
-    let mut writer = writer;
+    let (reader, mut writer) = std::io::pipe()?;
     if let (Some(args), Some((zygotes, worktree))) = (&spec.sandbox, &spec.zygote) {
         let out = std::os::fd::OwnedFd::from(writer);
         // Waiting for the zygote is the job's time too: a timeout or cancel

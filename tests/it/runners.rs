@@ -117,24 +117,7 @@ impl Api {
     /// Follows job `id`'s log (as the API host reads it, woken by the runner's
     /// stores) until it holds `what`.
     async fn wait_log(&self, id: &str, what: &str) {
-        let mut resp = self.0.get(&format!("/jobs/{id}/log?follow=1")).await;
-        let mut seen = Vec::new();
-        let found = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(chunk) = resp.chunk().await.unwrap() {
-                seen.extend_from_slice(&chunk);
-                if String::from_utf8_lossy(&seen).contains(what) {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(
-            found.ok(),
-            Some(true),
-            "job {id}'s log never showed {what:?}: {}",
-            String::from_utf8_lossy(&seen)
-        );
+        self.0.wait_log(id, what).await;
     }
 
     /// Waits for job `id`'s end (following its log, which ends with the job) and

@@ -317,7 +317,7 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
             "limit",
             "prlimit --pid $PPID --nofile=64:64 && echo lowered",
         ),
-        ("nap", "sleep 7777"),
+        ("nap", "echo napping; sleep 7777"),
     ];
     let mut yaml = String::new();
     for (name, cmd) in commands {
@@ -483,29 +483,19 @@ async fn a_kept_sandbox_carries_nothing_from_one_job_to_the_next() {
         .call("POST", "/projects/app/jobs", Some(json!({"recipe": "nap"})))
         .await;
     let id = v["job_id"].as_str().unwrap().to_owned();
+    api.wait_log(&id, "napping").await;
     let marker = data.display().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let zygote = loop {
-        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+    let zygote = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
             let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
             let cmd = String::from_utf8_lossy(&cmd).into_owned();
             (cmd.contains("sandbox-zygote") && cmd.contains(&marker))
                 .then(|| e.file_name().to_str()?.parse::<i32>().ok())
                 .flatten()
-        });
-        let napping = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.windows(4).any(|w| w == b"7777"))
-        });
-        if let (Some(z), true) = (found, napping) {
-            break z;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the nap never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        })
+        .expect("the nap's sandbox");
     // SAFETY: kill has no memory effects.
     unsafe { libc::kill(zygote, libc::SIGKILL) };
     let job = crate::seams::job_ended(&farm, &api, &id).await;

@@ -146,6 +146,28 @@ impl Client {
         self.get(path).await.text().await.unwrap()
     }
 
+    /// Follows job `id`'s log until it holds `what` (at most a minute).
+    pub async fn wait_log(&self, id: &str, what: &str) {
+        let mut resp = self.get(&format!("/jobs/{id}/log?follow=1")).await;
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(chunk) = resp.chunk().await.unwrap() {
+                seen.extend_from_slice(&chunk);
+                if String::from_utf8_lossy(&seen).contains(what) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(
+            found.ok(),
+            Some(true),
+            "job {id}'s log never showed {what:?}: {}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .http
